@@ -1,0 +1,37 @@
+# batchpipe — the two commands: `make dev` (run everything locally) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install kafka-jars lint typecheck test test-fast dev bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+kafka-jars: install  ## resolve Apache Kafka's jars into the cache (once)
+	$(BIN)/batchpipe kafka --fetch-only
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy --strict services shared
+
+test: install kafka-jars lint typecheck  ## everything CI runs
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only, no broker
+	$(BIN)/pytest -m "not kafka and not slow" $(PYTEST_ARGS)
+
+dev: install kafka-jars  ## run the whole pipeline locally (completed by later issues)
+	$(BIN)/batchpipe --help
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,34 @@
+"""The ``batchpipe`` command: one subcommand per process and a few operator tools.
+
+Each subcommand lives beside the process it runs (``services/<name>/cli.py``) and is only
+registered here, so this module stays a table of contents. Heavy imports happen inside the
+commands, keeping ``batchpipe --help`` fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from services.config_cli import config
+from services.kafka_cli import kafka, topics
+from services.schema_cli import schema
+
+app = typer.Typer(
+    name="batchpipe",
+    help=(
+        "Turn a Kafka stream of LLM requests into OpenAI Batch API jobs and stream every "
+        "result back. Settings come from BATCHPIPE_* environment variables (see README)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+app.command("kafka")(kafka)
+app.command("topics")(topics)
+app.command("schema")(schema)
+app.command("config")(config)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,206 @@
+"""The one settings model of batchpipe, read from the environment (prefix ``BATCHPIPE_``).
+
+Every service builds its clients from a ``Settings`` instance; nothing else reads the
+environment. The openai SDK's own ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are read under
+their own names, exactly as the SDK reads them. ``load_settings()`` turns a validation error
+into a ``SettingsError`` whose message names the environment variable at fault.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "BATCHPIPE_"
+
+# OpenAI Batch API hard limits (https://platform.openai.com/docs/guides/batch).
+OPENAI_MAX_BATCH_REQUESTS = 50_000
+OPENAI_MAX_BATCH_BYTES = 200 * 1000 * 1000
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogFormat = Literal["json", "console"]
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """All of batchpipe's configuration. Field ``x`` is read from ``BATCHPIPE_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- Kafka connection -------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "localhost:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL_* protocol)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates."
+    )
+
+    # --- Topics -------------------------------------------------------------------------
+    requests_topic: str = Field("requests", min_length=1, description="Incoming request lines.")
+    batches_topic: str = Field("batches", min_length=1, description="One record per batch.")
+    results_topic: str = Field("results", min_length=1, description="One result per request.")
+    dead_letters_topic: str = Field(
+        "dead-letters", min_length=1, description="Everything that could not be processed."
+    )
+    topic_partitions: int = Field(6, ge=1, le=10_000, description="Partitions of new topics.")
+    topic_replication_factor: int = Field(
+        1, ge=1, le=32, description="Replication factor of new topics (3 in production)."
+    )
+
+    # --- Windows (dispatcher) -----------------------------------------------------------
+    batch_max_requests: int = Field(
+        OPENAI_MAX_BATCH_REQUESTS,
+        ge=1,
+        le=OPENAI_MAX_BATCH_REQUESTS,
+        description="Cut a batch at this many lines (OpenAI allows at most 50,000).",
+    )
+    batch_max_bytes: int = Field(
+        190 * 1000 * 1000,
+        ge=1024,
+        le=OPENAI_MAX_BATCH_BYTES,
+        description="Cut a batch before its JSONL file exceeds this size (OpenAI: 200 MB).",
+    )
+    batch_max_wait_seconds: float = Field(
+        3600.0, gt=0, description="Cut a batch this long after its first request arrived."
+    )
+
+    # --- Polling (poller) ---------------------------------------------------------------
+    poll_interval_seconds: float = Field(
+        60.0, gt=0, description="How often each in-flight batch is retrieved (jittered)."
+    )
+    poll_max_rps: float = Field(
+        20.0, gt=0, description="Global cap on batches.retrieve calls per second."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=100, description="Submissions of one request before a terminal failure."
+    )
+
+    # --- Request defaults (ingest) ------------------------------------------------------
+    default_model: str = Field(
+        "gpt-4o-mini", min_length=1, description="Model of requests that name none."
+    )
+    default_request_kwargs: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=lambda: {"max_tokens": 1000, "temperature": 0.2},
+        description="JSON object merged into the body of requests given as bare messages.",
+    )
+    ingest_max_items: int = Field(
+        10_000, ge=1, le=1_000_000, description="Most items accepted in one POST /requests."
+    )
+    ingest_max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest POST /requests body, in bytes."
+    )
+    ingest_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated API keys; when set, ingest requires a Bearer token.",
+    )
+
+    # --- OpenAI (the SDK's own variables) -----------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_API_KEY"),
+        description="OPENAI_API_KEY, as the openai SDK reads it.",
+    )
+    openai_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL"),
+        description="OPENAI_BASE_URL, e.g. http://127.0.0.1:8100/v1 for the local emulator.",
+    )
+    openai_max_retries: int = Field(
+        5, ge=0, le=50, description="Retries of one OpenAI call by the SDK (429/5xx)."
+    )
+    openai_timeout_seconds: float = Field(
+        600.0, gt=0, description="Timeout of one OpenAI HTTP call (uploads can be large)."
+    )
+
+    # --- Operations -----------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR."
+    )
+    log_format: LogFormat = Field("json", description="json (one object per line) or console.")
+
+    @field_validator("default_request_kwargs", mode="before")
+    @classmethod
+    def _parse_kwargs(cls, value: object) -> object:
+        if isinstance(value, str | bytes):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object, e.g. {"max_tokens": 1000}')
+        if "messages" in value or "stream" in value:
+            raise ValueError("must not set 'messages' or 'stream'")
+        return value
+
+    @field_validator("ingest_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(":" not in h or not h.rsplit(":", 1)[1].isdigit() for h in hosts):
+            raise ValueError("must be a comma-separated list of host:port")
+        return ",".join(hosts)
+
+    @property
+    def topics(self) -> tuple[str, str, str, str]:
+        """The four topics batchpipe uses, in pipeline order."""
+        return (
+            self.requests_topic,
+            self.batches_topic,
+            self.results_topic,
+            self.dead_letters_topic,
+        )
+
+
+def env_var_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        return str(first)
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment; raise ``SettingsError`` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = err["loc"][0] if err["loc"] else ""
+            name = env_var_name(str(loc)) if str(loc) in Settings.model_fields else str(loc)
+            given = err.get("input")
+            shown = (
+                "" if "password" in name.lower() or "key" in name.lower() else f" (got {given!r})"
+            )
+            problems.append(f"{name}: {err['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

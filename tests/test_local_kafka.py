@@ -1,0 +1,105 @@
+"""The project's own broker: configuration, restart on the same data, CLI errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.local_kafka import LocalKafka, free_port
+from tests.conftest import make_test_settings
+from tests.support import drain
+
+
+def test_server_properties_enable_transactions_on_one_node(tmp_path: Path) -> None:
+    props = LocalKafka(data_dir=tmp_path, port=1234, controller_port=1235).server_properties()
+    assert "transaction.state.log.replication.factor=1\n" in props
+    assert "transaction.state.log.min.isr=1\n" in props
+    assert "process.roles=broker,controller\n" in props
+    assert "listeners=PLAINTEXT://127.0.0.1:1234,CONTROLLER://127.0.0.1:1235\n" in props
+    assert "auto.create.topics.enable=false\n" in props
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_a_restarted_broker_keeps_its_data(tmp_path: Path) -> None:
+    broker = LocalKafka(data_dir=tmp_path / "kafka", port=free_port())
+    settings = make_test_settings(broker.bootstrap)
+
+    async def produce() -> None:
+        await ensure_topics(settings)
+        producer = make_producer(settings, transactional_id="restart-test")
+        await producer.start()
+        async with producer.transaction():
+            await producer.send(settings.results_topic, b"kept", key=b"k")
+        await producer.stop()
+
+    async def consume() -> list[bytes]:
+        consumer = make_consumer(settings, settings.results_topic, group_id=None)
+        await consumer.start()
+        try:
+            return [r.value for r in await drain(consumer, 1, timeout=30)]
+        finally:
+            await consumer.stop()
+
+    log = (tmp_path / "broker.log").open("wb")
+    try:
+        broker.start(stdout=log.fileno())
+        broker.wait_ready()
+        asyncio.run(produce())
+        assert broker.stop(), "the broker did not shut down cleanly on SIGTERM"
+        broker.start(stdout=log.fileno())
+        broker.wait_ready()
+        assert asyncio.run(consume()) == [b"kept"]
+    finally:
+        broker.stop()
+        log.close()
+
+
+def test_schema_command_prints_json_schema() -> None:
+    result = CliRunner().invoke(app, ["schema", "results"])
+    assert result.exit_code == 0, result.output
+    assert '"custom_id"' in result.output and '"title": "results"' in result.output
+
+
+def test_bad_settings_exit_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHPIPE_TOPIC_PARTITIONS", "zero")
+    result = CliRunner().invoke(app, ["topics"])
+    assert result.exit_code == 2
+    assert "BATCHPIPE_TOPIC_PARTITIONS" in result.output
+
+
+def test_topics_command_creates_then_reports_existing(
+    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_test_settings(kafka_bootstrap)
+    for name, value in {
+        "BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "BATCHPIPE_REQUESTS_TOPIC": settings.requests_topic,
+        "BATCHPIPE_BATCHES_TOPIC": settings.batches_topic,
+        "BATCHPIPE_RESULTS_TOPIC": settings.results_topic,
+        "BATCHPIPE_DEAD_LETTERS_TOPIC": settings.dead_letters_topic,
+    }.items():
+        monkeypatch.setenv(name, value)
+    first = CliRunner().invoke(app, ["topics"])
+    assert first.exit_code == 0, first.output
+    assert f"{settings.requests_topic}: created" in first.output
+    second = CliRunner().invoke(app, ["topics"])
+    assert f"{settings.requests_topic}: exists" in second.output
+
+
+def test_compose_runs_the_same_kafka_version_in_kraft_mode() -> None:
+    import yaml
+
+    from shared.local_kafka import KAFKA_VERSION
+
+    compose = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert kafka["environment"]["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 1
+    assert "kafka-data" in compose["volumes"]

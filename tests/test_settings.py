@@ -1,0 +1,110 @@
+"""The settings model: defaults, limits, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import Settings, SettingsError, env_var_name, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BATCHPIPE_") or name.startswith("OPENAI_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_match_the_issue_and_the_seed_sample() -> None:
+    s = load_settings()
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert s.topics == ("requests", "batches", "results", "dead-letters")
+    assert s.topic_partitions == 6
+    assert s.batch_max_requests == 50_000
+    assert s.batch_max_bytes == 190_000_000
+    assert s.batch_max_wait_seconds == 3600
+    assert s.poll_interval_seconds == 60
+    assert s.max_attempts == 3
+    assert s.default_model == "gpt-4o-mini"
+    assert s.default_request_kwargs == {"max_tokens": 1000, "temperature": 0.2}
+    assert s.ingest_max_items == 10_000
+    assert s.ingest_api_keys == ()
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS", "a:1, b:2")
+    monkeypatch.setenv("BATCHPIPE_REQUESTS_TOPIC", "in")
+    monkeypatch.setenv("BATCHPIPE_DEFAULT_REQUEST_KWARGS", '{"max_tokens": 5}')
+    monkeypatch.setenv("BATCHPIPE_INGEST_API_KEYS", "k1, k2,")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8100/v1")
+    s = load_settings()
+    assert s.kafka_bootstrap_servers == "a:1,b:2"
+    assert s.requests_topic == "in"
+    assert s.default_request_kwargs == {"max_tokens": 5}
+    assert [k.get_secret_value() for k in s.ingest_api_keys] == ["k1", "k2"]
+    assert s.openai_api_key is not None and s.openai_api_key.get_secret_value() == "sk-test"
+    assert s.openai_base_url == "http://127.0.0.1:8100/v1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BATCHPIPE_BATCH_MAX_REQUESTS", "50001"),
+        ("BATCHPIPE_BATCH_MAX_REQUESTS", "0"),
+        ("BATCHPIPE_BATCH_MAX_BYTES", str(200_000_001)),
+        ("BATCHPIPE_BATCH_MAX_WAIT_SECONDS", "-1"),
+        ("BATCHPIPE_TOPIC_PARTITIONS", "many"),
+        ("BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS", "nohostport"),
+        ("BATCHPIPE_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ("BATCHPIPE_DEFAULT_REQUEST_KWARGS", "{not json"),
+        ("BATCHPIPE_DEFAULT_REQUEST_KWARGS", "[1, 2]"),
+        ("BATCHPIPE_DEFAULT_REQUEST_KWARGS", '{"stream": true}'),
+        ("BATCHPIPE_MAX_ATTEMPTS", "0"),
+        ("BATCHPIPE_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert variable in str(err.value)
+
+
+def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHPIPE_INGEST_API_KEYS", "supersecret1")
+    monkeypatch.setenv("BATCHPIPE_KAFKA_SASL_PASSWORD", "supersecret2")
+    monkeypatch.setenv("OPENAI_API_KEY", "supersecret3")
+    s = load_settings()
+    shown = repr(s) + str(s) + str(s.model_dump())
+    assert "supersecret" not in shown
+
+
+def test_a_bad_secret_is_named_but_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHPIPE_KAFKA_SASL_MECHANISM", "GSSAPI")
+    monkeypatch.setenv("BATCHPIPE_INGEST_API_KEYS", "secret-in-error")
+    monkeypatch.setenv("BATCHPIPE_TOPIC_PARTITIONS", "x")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "BATCHPIPE_KAFKA_SASL_MECHANISM" in str(err.value)
+    assert "secret-in-error" not in str(err.value)
+
+
+def test_env_var_names() -> None:
+    assert env_var_name("batch_max_bytes") == "BATCHPIPE_BATCH_MAX_BYTES"
+    assert env_var_name("openai_api_key") == "OPENAI_API_KEY"
+    assert set(Settings.model_fields) >= {"kafka_ssl_cafile", "kafka_sasl_username"}
+
+
+def test_readme_configuration_table_is_generated_from_the_model() -> None:
+    from pathlib import Path
+
+    from services.config_cli import markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("<!-- config-table:start -->\n") + len("<!-- config-table:start -->\n")
+    end = readme.index("<!-- config-table:end -->")
+    assert readme[start:end] == markdown_table(), "run: batchpipe config --markdown"
