@@ -115,6 +115,24 @@ class Settings(BaseSettings):
         description="Comma-separated API keys; when set, ingest requires a Bearer token.",
     )
 
+    ingest_publish_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Longest wait for Kafka's acks before ingest answers 503."
+    )
+
+    # --- Service ports (health, readiness, metrics, status) -----------------------------
+    http_host: str = Field(
+        "127.0.0.1", description="Interface the services' HTTP ports bind (0.0.0.0 in Docker)."
+    )
+    dispatcher_web_port: int = Field(
+        6066, ge=1, le=65535, description="Dispatcher's HTTP port (/healthz, /readyz, /metrics)."
+    )
+    poller_http_port: int = Field(
+        8001, ge=1, le=65535, description="Poller's HTTP port (/status, /healthz, /metrics)."
+    )
+    max_enqueued_tokens: int | None = Field(
+        None, ge=1, description="Optional cap on estimated tokens in flight per model."
+    )
+
     # --- OpenAI (the SDK's own variables) -----------------------------------------------
     openai_api_key: SecretStr | None = Field(
         None,

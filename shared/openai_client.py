@@ -1,0 +1,27 @@
+"""The OpenAI client of batchpipe: the official SDK, configured from ``Settings``.
+
+The same code path talks to api.openai.com and to the local emulator; only
+``OPENAI_BASE_URL`` differs. The SDK retries 429/5xx itself (honouring ``Retry-After``) up to
+``BATCHPIPE_OPENAI_MAX_RETRIES`` times.
+"""
+
+from __future__ import annotations
+
+from openai import AsyncOpenAI
+
+from shared.settings import Settings, SettingsError
+
+
+def make_openai(settings: Settings) -> AsyncOpenAI:
+    """An ``AsyncOpenAI`` client; raises ``SettingsError`` if ``OPENAI_API_KEY`` is unset."""
+    if settings.openai_api_key is None:
+        raise SettingsError(
+            "OPENAI_API_KEY: is not set (any value works with the local emulator unless it "
+            "was started with --api-key)"
+        )
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        max_retries=settings.openai_max_retries,
+        timeout=settings.openai_timeout_seconds,
+    )
