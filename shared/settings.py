@@ -222,3 +222,29 @@ def load_settings(**overrides: Any) -> Settings:
             )
             problems.append(f"{name}: {err['msg']}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in a child process.
+
+    Used to launch the services as processes (``batchpipe dev``, end-to-end tests): every field
+    is rendered, secrets included, so the result must only ever be passed to ``subprocess``,
+    never logged.
+    """
+    env: dict[str, str] = {}
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            rendered = value.get_secret_value()
+        elif isinstance(value, tuple):
+            rendered = ",".join(
+                v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value
+            )
+        elif isinstance(value, dict):
+            rendered = orjson.dumps(value).decode()
+        else:
+            rendered = str(value)
+        env[env_var_name(field)] = rendered
+    return env

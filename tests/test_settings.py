@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from shared.settings import Settings, SettingsError, env_var_name, load_settings
@@ -108,3 +110,25 @@ def test_readme_configuration_table_is_generated_from_the_model() -> None:
     start = readme.index("<!-- config-table:start -->\n") + len("<!-- config-table:start -->\n")
     end = readme.index("<!-- config-table:end -->")
     assert readme[start:end] == markdown_table(), "run: batchpipe config --markdown"
+
+
+def test_settings_env_round_trips_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr
+
+    from shared.settings import settings_env
+
+    original = Settings(
+        kafka_bootstrap_servers="a:1,b:2",
+        kafka_sasl_password=SecretStr("pw"),
+        ingest_api_keys=(SecretStr("k1"), SecretStr("k2")),
+        default_request_kwargs={"max_tokens": 5},
+        openai_api_key=SecretStr("sk-test"),
+        batch_max_wait_seconds=2.5,
+    )
+    env = settings_env(original)
+    for name in list(os.environ):
+        if name.startswith("BATCHPIPE_") or name.startswith("OPENAI_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
