@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
 from shared.logs import get_logger
@@ -141,7 +141,7 @@ async def ensure_topics(
         created: list[str] = []
         for spec in missing:
             try:
-                await admin.create_topics(
+                response = await admin.create_topics(
                     [
                         NewTopic(
                             spec.name,
@@ -151,10 +151,16 @@ async def ensure_topics(
                         )
                     ]
                 )
-                created.append(spec.name)
-                log.info("topic.created", topic=spec.name, partitions=spec.partitions)
             except TopicAlreadyExistsError:
-                pass
+                continue
+            # aiokafka reports per-topic failures in the response instead of raising.
+            error_code = next((e[1] for e in response.topic_errors if e[0] == spec.name), 0)
+            if error_code == TopicAlreadyExistsError.errno:
+                continue  # created meanwhile (another process, or metadata not yet listed)
+            if error_code:
+                raise for_code(error_code)(f"creating topic {spec.name}")
+            created.append(spec.name)
+            log.info("topic.created", topic=spec.name, partitions=spec.partitions)
         return created
     finally:
         await admin.close()

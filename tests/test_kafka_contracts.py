@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -148,3 +149,12 @@ async def test_idempotent_producer_keeps_per_key_order(
     consumer = await consumer_factory(settings.requests_topic)
     values = [int(r.value) for r in await drain(consumer, count, settle=0.5)]
     assert values == list(range(count))
+
+
+async def test_concurrent_ensure_topics_report_one_creation(settings: Settings) -> None:
+    """Racing creators: one reports the creation (aiokafka returns errors, not raises)."""
+    from shared.kafka import TopicSpec
+
+    spec = TopicSpec(f"race-{uuid.uuid4().hex[:12]}", 3, 1, {})
+    created = await asyncio.gather(*(ensure_topics(settings, [spec]) for _ in range(3)))
+    assert sorted(created) == [[], [], [spec.name]]
