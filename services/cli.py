@@ -10,8 +10,12 @@ from __future__ import annotations
 import typer
 
 from services.config_cli import config
+from services.dev.cli import dev
+from services.ingest.cli import ingest
 from services.kafka_cli import kafka, topics
+from services.results_cli import results
 from services.schema_cli import schema
+from services.submit_cli import submit
 
 app = typer.Typer(
     name="batchpipe",
@@ -28,6 +32,10 @@ app.command("kafka")(kafka)
 app.command("topics")(topics)
 app.command("schema")(schema)
 app.command("config")(config)
+app.command("dev")(dev)
+app.command("submit")(submit)
+app.command("results")(results)
+app.command("ingest")(ingest)
 
 
 def main() -> None:

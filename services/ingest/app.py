@@ -1,0 +1,354 @@
+"""The ingest HTTP service: ``POST /requests`` → the requests topic, plus the ops routes.
+
+``create_app(settings)`` builds the FastAPI app; its lifespan starts the shared producer in the
+background (the app serves, and reports not ready, while Kafka is down) and stops it at exit.
+One POST goes through the steps in order, refusing as early and as cheaply as possible:
+
+1. ``auth``: 401 without a valid Bearer key (when keys are configured);
+2. size: 413 when Content-Length, or the bytes read so far, exceed ``INGEST_MAX_BODY_BYTES``
+   (the body is read raw, never buffered past the limit);
+3. ``validate``: parse once (orjson); 422 if not usable, 413 above ``INGEST_MAX_ITEMS``,
+   422 listing ``{"index", "reason"}`` of every bad item;
+4. ``publish``: every line sent at once and acked (``acks=all``) → 202 with the ids; otherwise
+   503 with ``Retry-After``. Nothing is published for a refused POST.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import BaseModel, Field
+
+from services.ingest.auth import ApiKeys, AuthResult
+from services.ingest.publish import MAX_VALUE_BYTES, Publisher, Unavailable, encode_lines
+from services.ingest.validate import ROLES, BodyError, ItemError, parse_body, validate_items
+from shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
+from shared.kafka import topic_exists
+from shared.logs import configure_logging, get_logger
+from shared.ops_http import ops_router
+from shared.settings import Settings, load_settings
+
+log = get_logger(__name__)
+
+RETRY_AFTER_SECONDS: Final = 5
+
+# The original sample's payload (../shared/reference/original-sample.md): the docs' example.
+SEED_EXAMPLE: Final[dict[str, Any]] = {
+    "data": [
+        [{"role": "user", "content": "How can I learn Python?"}],
+        [{"role": "user", "content": "Who is the first president of the United States?"}],
+    ]
+}
+
+
+# --- documentation models (the body itself is read raw) ----------------------------------
+
+
+class Accepted(BaseModel):
+    status: Literal["success"] = "success"
+    accepted: int = Field(description="Number of request lines now durably in Kafka.")
+    ids: list[str] = Field(description="The custom_id of each item, in the order sent.")
+
+
+class ItemProblem(BaseModel):
+    index: int | None = Field(description="Position of the item in 'data' (null: the body).")
+    reason: str
+
+
+class Refused(BaseModel):
+    status: Literal["error"] = "error"
+    reason: str
+    errors: list[ItemProblem] = Field(default_factory=list)
+
+
+def _request_body_schema(max_items: int) -> dict[str, Any]:
+    message = {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"type": "string", "enum": sorted(ROLES)},
+            "content": {"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]},
+        },
+    }
+    messages = {"type": "array", "minItems": 1, "items": message}
+    custom_id = {"type": "string", "pattern": CUSTOM_ID_PATTERN}
+    item = {
+        "oneOf": [
+            {"title": "Partial request (chat messages)", **messages},
+            {
+                "title": "Chat request",
+                "type": "object",
+                "required": ["messages"],
+                "properties": {
+                    "custom_id": custom_id,
+                    "messages": messages,
+                    "model": {"type": "string", "minLength": 1},
+                    "stream": {"type": "boolean", "enum": [False]},
+                },
+                "additionalProperties": True,
+            },
+            {
+                "title": "OpenAI batch line",
+                "type": "object",
+                "required": ["body"],
+                "properties": {
+                    "custom_id": custom_id,
+                    "method": {"type": "string", "enum": ["POST"]},
+                    "url": {"type": "string", "enum": list(ENDPOINTS)},
+                    "body": {"type": "object"},
+                },
+                "additionalProperties": False,
+            },
+        ]
+    }
+    return {
+        "oneOf": [
+            {
+                "title": "Items",
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
+                },
+                "additionalProperties": False,
+            },
+            {"title": "One item", **item},
+        ]
+    }
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.items_accepted = Counter(
+            "batchpipe_ingest_items_accepted_total",
+            "Items acknowledged by Kafka and answered 202.",
+            registry=registry,
+        )
+        self.items_refused = Counter(
+            "batchpipe_ingest_items_refused_total",
+            "Items of refused POSTs (when they could be counted), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.requests_refused = Counter(
+            "batchpipe_ingest_requests_refused_total",
+            "POST /requests answered with an error, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "batchpipe_ingest_publish_seconds",
+            "Time from the first send to the last ack of one POST.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "batchpipe_ingest_requests_in_flight",
+            "POST /requests being handled now.",
+            registry=registry,
+        )
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+def _json(content: Any, status_code: int, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(content),
+        status_code=status_code,
+        headers=dict(headers) if headers else None,
+        media_type="application/json",
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    startup_wait: float = 5.0,
+    connect_timeout: float = 10.0,
+    registry: CollectorRegistry | None = None,
+    **producer_overrides: Any,
+) -> FastAPI:
+    """The ingest app. Its lifespan waits at most ``startup_wait`` seconds for Kafka, then
+    serves anyway (POSTs answer 503 and /readyz 503 until the producer is connected)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = Metrics(registry)
+    keys = ApiKeys(settings.ingest_api_keys)
+    publisher = Publisher(settings, connect_timeout=connect_timeout, **producer_overrides)
+    max_bytes = settings.ingest_max_body_bytes
+    max_items = settings.ingest_max_items
+    default_model = settings.default_model
+    default_kwargs = dict(settings.default_request_kwargs)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        publisher.start()
+        if not await publisher.wait_connected(startup_wait):
+            log.warning("ingest.starting_without_kafka", topic=publisher.topic)
+        log.info("ingest.started", topic=publisher.topic, auth=keys.enabled)
+        try:
+            yield
+        finally:
+            await publisher.stop()
+
+    app = FastAPI(
+        title="batchpipe ingest",
+        summary="Accepts LLM requests and puts them durably on the requests topic.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.publisher = publisher
+    app.state.metrics = metrics
+
+    async def producer_connected() -> bool:
+        return publisher.connected
+
+    async def requests_topic_exists() -> bool:
+        return await topic_exists(settings, publisher.topic, wait_seconds=3.0)
+
+    app.include_router(
+        ops_router(
+            {"producer": producer_connected, "requests_topic": requests_topic_exists}, registry
+        )
+    )
+
+    def refuse(
+        status: int,
+        label: str,
+        reason: str,
+        *,
+        errors: list[ItemError] | None = None,
+        items: int = 0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response:
+        metrics.requests_refused.labels(label).inc()
+        if items:
+            metrics.items_refused.labels(label).inc(items)
+        log.info("ingest.refused", status=status, reason=label, items=items)
+        body = {
+            "status": "error",
+            "reason": reason,
+            "errors": [e.as_dict() for e in errors or ()],
+        }
+        return _json(body, status, headers)
+
+    async def read_body(request: Request) -> bytes | None:
+        """The body, or None as soon as it is larger than the limit."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @app.post(
+        "/requests",
+        status_code=202,
+        summary="Submit LLM requests (all accepted, or none)",
+        description=(
+            'Body: `{"data": [item, ...]}` or one item. An item is a list of chat messages '
+            f"(model `{default_model}` and the default parameters are added), an object with "
+            "`messages` (and optional `custom_id`, `model`, other chat parameters), or an "
+            "OpenAI batch line (`custom_id`, `method`, `url`, `body`). Answers 202 only once "
+            "every item is acknowledged by Kafka."
+        ),
+        response_model=Accepted,
+        responses={
+            401: {"model": Refused, "description": "Missing or wrong Bearer key"},
+            413: {"model": Refused, "description": "Body, an item or the item count too large"},
+            422: {"model": Refused, "description": "Not usable; every bad item with its reason"},
+            503: {"model": Refused, "description": "Kafka unavailable; retry after Retry-After"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": _request_body_schema(max_items),
+                        "example": SEED_EXAMPLE,
+                    }
+                },
+            }
+        },
+    )
+    async def post_requests(request: Request) -> Response:
+        with metrics.in_flight.track_inprogress():
+            return await handle(request)
+
+    async def handle(request: Request) -> Response:
+        auth = keys.check(request.headers.get("authorization"))
+        if auth is not AuthResult.OK:
+            return refuse(
+                401,
+                f"auth_{auth.value}",
+                "a valid 'Authorization: Bearer <key>' header is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        raw = await read_body(request)
+        if raw is None:
+            return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
+        try:
+            parsed = parse_body(raw)
+        except BodyError as exc:
+            return refuse(422, "bad_body", str(exc), errors=[ItemError(None, str(exc))])
+        count = len(parsed.items)
+        if count > max_items:
+            return refuse(
+                413,
+                "too_many_items",
+                f"{count} items; at most {max_items} per POST",
+                items=count,
+            )
+        checked = validate_items(
+            parsed.items, default_model=default_model, default_kwargs=default_kwargs
+        )
+        if not checked.ok:
+            n = len(checked.errors)
+            return refuse(
+                422, "invalid", f"{n} of {count} items invalid", errors=checked.errors, items=count
+            )
+        records, too_large = encode_lines(checked.lines)
+        if too_large:
+            errors = [
+                ItemError(i, f"item is {size} bytes; at most {MAX_VALUE_BYTES}")
+                for i, size in too_large
+            ]
+            return refuse(413, "item_too_large", "items too large", errors=errors, items=count)
+        started = time.perf_counter()
+        try:
+            await publisher.publish(records)
+        except Unavailable as exc:
+            return refuse(
+                503,
+                "kafka_unavailable",
+                f"{exc.reason}; nothing is guaranteed to be stored, retry",
+                items=count,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        metrics.publish_seconds.observe(time.perf_counter() - started)
+        metrics.items_accepted.inc(count)
+        ids = [line.custom_id for line in checked.lines]
+        return _json({"status": "success", "accepted": count, "ids": ids}, 202)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """App factory for ``uvicorn --factory`` (each worker process reads the environment)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format, service="ingest")
+    return create_app(settings)

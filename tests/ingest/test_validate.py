@@ -1,0 +1,201 @@
+"""Unit tests of ingest's pure steps (no Kafka): validate, encode, auth."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from services.ingest.auth import ApiKeys, AuthResult
+from services.ingest.publish import MAX_VALUE_BYTES, encode_lines
+from services.ingest.validate import (
+    ItemError,
+    Validated,
+    new_custom_id,
+    validate_body,
+)
+from shared.contracts import RequestLine, decode, is_valid_custom_id
+from tests.ingest.conftest import SEED_CURL_BODY
+
+KWARGS = {"max_tokens": 1000, "temperature": 0.2}
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def check(payload: Any) -> Validated:
+    raw = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    return validate_body(raw, default_model="gpt-4o-mini", default_kwargs=KWARGS)
+
+
+def errors_of(payload: Any) -> list[ItemError]:
+    result = check(payload)
+    assert not result.ok and not result.lines
+    return result.errors
+
+
+def test_seed_payload_becomes_two_partial_chat_lines() -> None:
+    result = check(SEED_CURL_BODY)
+    assert result.ok and len(result.lines) == 2
+    first, second = result.lines
+    assert first.url == "/v1/chat/completions" and first.method == "POST"
+    assert first.body == {
+        "model": "gpt-4o-mini",
+        "max_tokens": 1000,
+        "temperature": 0.2,
+        "messages": [{"role": "user", "content": "How can I learn Python?"}],
+    }
+    assert second.body["messages"][0]["content"].startswith("Who is the first president")
+    assert first.custom_id != second.custom_id
+    assert first.custom_id < second.custom_id  # generated ids sort in creation order
+
+
+def test_every_item_shape_and_the_unwrapped_single_item() -> None:
+    result = check(
+        {
+            "data": [
+                MSG,
+                {"custom_id": "a-1", "messages": MSG, "temperature": 0},
+                {"messages": MSG, "model": "gpt-4o"},
+                {
+                    "custom_id": "b:2",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "gpt-4.1", "messages": MSG},
+                },
+                {"custom_id": "e.3", "url": "/v1/embeddings", "body": {"input": "x"}},
+                {"url": "/v1/responses", "body": {"model": "o3", "input": "x"}},
+                {"body": {"messages": MSG}},
+            ]
+        }
+    )
+    assert result.ok, result.errors
+    lines = result.lines
+    assert lines[1].custom_id == "a-1"
+    # Objects get the default model only, not the partial requests' default parameters.
+    assert lines[1].body == {"messages": MSG, "temperature": 0, "model": "gpt-4o-mini"}
+    assert lines[2].body["model"] == "gpt-4o"
+    assert lines[3].custom_id == "b:2" and lines[3].body["model"] == "gpt-4.1"
+    assert lines[4].url == "/v1/embeddings" and lines[4].body["model"] == "gpt-4o-mini"
+    assert lines[5].url == "/v1/responses"
+    assert lines[6].url == "/v1/chat/completions"
+    assert all(is_valid_custom_id(line.custom_id) for line in lines)
+
+    for single in (MSG, {"messages": MSG}, {"body": {"messages": MSG}}):
+        alone = check(single)
+        assert alone.ok and len(alone.lines) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ("hello", "expected a list of chat messages"),
+        (42, "expected a list of chat messages"),
+        ({"prompt": "x"}, "neither 'messages' nor 'body'"),
+        ({"messages": "hi"}, "not a list of messages"),
+        (["hi"], "not a list of messages"),
+        ({"body": {"messages": {"role": "user"}}}, "not a list of messages"),
+        ([{"role": "robot", "content": "x"}], "unknown role 'robot'"),
+        ([{"content": "x"}], "unknown role missing"),
+        ({"messages": [{"role": "user", "content": 3}]}, "content is a number"),
+        ([], "empty list of messages"),
+        ({"messages": []}, "empty list of messages"),
+        ({"messages": MSG, "stream": True}, "stream: true"),
+        ({"body": {"messages": MSG, "stream": True}}, "stream: true"),
+        ({"url": "/v1/completions", "body": {"messages": MSG}}, "url '/v1/completions' not"),
+        ({"method": "GET", "body": {"messages": MSG}}, "method must be 'POST'"),
+        ({"body": "x"}, "body is a string"),
+        ({"body": {"model": "m"}}, "body.messages is required"),
+        ({"url": "/v1/embeddings", "body": {"model": "m"}}, "body.input is required"),
+        ({"body": {"messages": MSG}, "extra": 1}, "unknown field(s) 'extra'"),
+        ({"url": "/v1/chat/completions", "messages": MSG}, "needs 'body'"),
+        ({"messages": MSG, "model": ""}, "model must be a non-empty string"),
+        ({"custom_id": "", "messages": MSG}, "bad custom_id"),
+        ({"custom_id": "x" * 65, "messages": MSG}, "bad custom_id"),
+        ({"custom_id": "a b", "messages": MSG}, "bad custom_id"),
+        ({"custom_id": 7, "messages": MSG}, "bad custom_id"),
+        ({"custom_id": "é", "body": {"messages": MSG}}, "bad custom_id"),
+    ],
+)
+def test_each_rule_refuses_the_item_with_its_reason(item: Any, reason: str) -> None:
+    errors = errors_of({"data": [MSG, item]})
+    assert len(errors) == 1
+    assert errors[0].index == 1
+    assert reason in errors[0].reason
+
+
+def test_duplicate_custom_id_in_one_post() -> None:
+    errors = errors_of(
+        {
+            "data": [
+                {"custom_id": "same", "messages": MSG},
+                {"custom_id": "other", "messages": MSG},
+                {"custom_id": "same", "body": {"messages": MSG}},
+            ]
+        }
+    )
+    assert errors == [ItemError(2, "duplicate custom_id 'same' (also item 0)")]
+
+
+def test_all_bad_items_are_listed_and_nothing_is_kept() -> None:
+    result = check({"data": [MSG, [], MSG, {"messages": MSG, "stream": True}, "x"]})
+    assert [e.index for e in result.errors] == [1, 3, 4]
+    assert result.lines == []
+    assert all(set(e.as_dict()) == {"index", "reason"} for e in result.errors)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty body"),
+        (b"   ", "empty body"),
+        (b"{not json", "not valid JSON"),
+        (b'{"data": {"a": 1}}', "'data' must be a list"),
+        (b'{"data": []}', "'data' is empty"),
+        (b'{"data": [], "more": 1}', "beside 'data'"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_unusable_bodies(raw: bytes, reason: str) -> None:
+    errors = errors_of(raw)
+    assert len(errors) == 1 and errors[0].index is None
+    assert reason in errors[0].reason
+
+
+def test_a_long_value_is_shortened_in_the_reason() -> None:
+    errors = errors_of({"data": [[{"role": "r" * 1000}]]})
+    assert len(errors[0].reason) < 200
+
+
+def test_new_custom_id_is_unique_sortable_uuid7() -> None:
+    ids = [new_custom_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(pattern.match(i) and is_valid_custom_id(i) for i in ids[:100])
+
+
+def test_encode_lines_matches_the_contract_and_flags_oversized_items() -> None:
+    big = "x" * (MAX_VALUE_BYTES + 1)
+    result = check({"data": [MSG, [{"role": "user", "content": big}]]})
+    records, too_large = encode_lines(result.lines)
+    assert records[0].key == result.lines[0].custom_id.encode()
+    assert decode(RequestLine, records[0].value) == result.lines[0]
+    assert [i for i, _ in too_large] == [1]
+
+
+def test_api_keys_constant_time_check() -> None:
+    off = ApiKeys(())
+    assert not off.enabled and off.check(None) is AuthResult.OK
+    keys = ApiKeys((SecretStr("k-one"), SecretStr("k-two")))
+    assert keys.enabled
+    assert keys.check(None) is AuthResult.MISSING
+    assert keys.check("") is AuthResult.MISSING
+    assert keys.check("Basic k-one") is AuthResult.MISSING
+    assert keys.check("Bearer ") is AuthResult.MISSING
+    assert keys.check("Bearer k-three") is AuthResult.INVALID
+    assert keys.check("Bearer k-on") is AuthResult.INVALID
+    assert keys.check("Bearer k-one") is AuthResult.OK
+    assert keys.check("bearer k-two") is AuthResult.OK
+    assert "k-one" not in repr(vars(keys))
