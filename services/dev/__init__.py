@@ -1,0 +1,1 @@
+"""``batchpipe dev``: the whole pipeline on one machine, in one terminal, without Docker."""

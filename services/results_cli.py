@@ -1,0 +1,195 @@
+"""``batchpipe results``: print results as they arrive on the results topic.
+
+Reads with the shared ``read_committed`` consumer, so only results of committed transactions
+are shown (what every downstream consumer should do). Every partition of the topic is assigned
+to this one process (no group rebalancing); offsets are committed under a consumer group
+(``batchpipe-results-cli`` by default) so a second run shows only what is new. Without
+``--follow`` the command exits once it has caught up with the end offsets it saw at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from services.cli_support import settings_or_exit
+from shared.settings import Settings
+
+DEFAULT_GROUP = "batchpipe-results-cli"
+
+
+class TopicMissing(RuntimeError):
+    """The results topic does not exist on the broker."""
+
+
+async def stream_results(
+    settings: Settings,
+    on_value: Callable[[bytes], None],
+    *,
+    follow: bool = False,
+    from_beginning: bool = False,
+    group_id: str | None = DEFAULT_GROUP,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Call ``on_value`` with each result's raw value; return how many were read.
+
+    Start: ``from_beginning`` → the first offset; else the group's committed offsets (a new
+    group starts at the beginning); with no group, only results that arrive from now on.
+    """
+    from aiokafka import TopicPartition
+
+    from shared.kafka import make_consumer
+
+    topic = settings.results_topic
+    consumer = make_consumer(settings, group_id=group_id or None)
+    await asyncio.wait_for(consumer.start(), 30)
+    count = 0
+    try:
+        if topic not in await consumer.topics():
+            raise TopicMissing(f"topic '{topic}' does not exist (run `batchpipe topics`)")
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        elif not group_id:
+            await consumer.seek_to_end(*tps)
+        end = await consumer.end_offsets(tps)
+        while stop is None or not stop.is_set():
+            if not follow and await _caught_up(consumer, end):
+                break
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batch.values():
+                for record in records:
+                    on_value(record.value)
+                    count += 1
+            if batch and group_id:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+    return count
+
+
+async def _caught_up(consumer: Any, end: dict[Any, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "expired": "yellow", "cancelled": "magenta"}
+
+
+def result_row(value: bytes) -> list[str]:
+    """The table cells of one result: custom_id, status, model, attempts, seconds, output."""
+    try:
+        result = orjson.loads(value)
+        if not isinstance(result, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        return ["?", "undecodable", "", "", "", value[:80].decode("utf-8", "replace")]
+    submitted, completed = result.get("submitted_at"), result.get("completed_at")
+    waited = f"{completed - submitted}" if isinstance(submitted, int) and completed else ""
+    return [
+        str(result.get("custom_id", "?")),
+        str(result.get("status", "?")),
+        str(result.get("model", "")),
+        str(result.get("attempts", "")),
+        waited,
+        _output_of(result),
+    ]
+
+
+def _output_of(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        return f"{error.get('code')}: {error.get('message')}"
+    body = (result.get("response") or {}).get("body") or {}
+    try:
+        if body.get("object") == "chat.completion":
+            return str(body["choices"][0]["message"]["content"])
+        if body.get("object") == "list" and body.get("data"):
+            return f"embedding[{len(body['data'][0]['embedding'])}]"
+        if body.get("object") == "response":
+            return str(body.get("output_text") or body["output"][0]["content"][0]["text"])
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return str(body.get("object", ""))
+
+
+def results(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing results as they arrive.")
+    ] = False,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the topic's first result.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each result as its raw JSON line.")
+    ] = False,
+    group_id: Annotated[
+        str,
+        typer.Option(
+            help="Consumer group whose offsets remember what was shown; '' for none "
+            "(then only new results, unless --from-beginning)."
+        ),
+    ] = DEFAULT_GROUP,
+) -> None:
+    """Print results from the results topic (BATCHPIPE_RESULTS_TOPIC), read_committed.
+
+    By default shows the results this consumer group has not shown yet and exits when caught
+    up; --follow keeps waiting (Ctrl-C stops). Kafka connection from BATCHPIPE_KAFKA_*.
+    """
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    settings = settings_or_exit("results")
+    console = Console(highlight=False)
+    widths = (26, 9, 14, 3, 5, None)
+    header = ["custom_id", "status", "model", "try", "secs", "output"]
+    shown = {"header": False}
+
+    def print_row(value: bytes) -> None:
+        if as_json:
+            sys.stdout.write(value.decode("utf-8", "replace") + "\n")
+            sys.stdout.flush()
+            return
+        table = Table(box=None, show_header=not shown["header"], pad_edge=False)
+        for name, width in zip(header, widths, strict=True):
+            table.add_column(name, width=width, no_wrap=True, overflow="ellipsis")
+        cells = [Text(cell) for cell in result_row(value)]
+        cells[1].stylize(STATUS_STYLE.get(cells[1].plain, ""))
+        table.add_row(*cells)
+        console.print(table)
+        shown["header"] = True
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await stream_results(
+            settings,
+            print_row,
+            follow=follow,
+            from_beginning=from_beginning,
+            group_id=group_id,
+            stop=stop,
+        )
+
+    try:
+        count = asyncio.run(run())
+    except Exception as exc:  # Kafka unreachable, topic missing: one clear line
+        typer.secho(f"batchpipe results: {type(exc).__name__}: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    if not as_json:
+        typer.echo(f"{count} result(s)", err=True)
