@@ -13,6 +13,7 @@ from services.config_cli import config
 from services.dev.cli import dev
 from services.ingest.cli import ingest
 from services.kafka_cli import kafka, topics
+from services.poller.cli import poller, status
 from services.results_cli import results
 from services.schema_cli import schema
 from services.submit_cli import submit
@@ -36,6 +37,8 @@ app.command("dev")(dev)
 app.command("submit")(submit)
 app.command("results")(results)
 app.command("ingest")(ingest)
+app.command("poller")(poller)
+app.command("status")(status)
 
 
 def main() -> None:

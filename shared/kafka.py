@@ -125,6 +125,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.topic_replication_factor,
             big,
         ),
+        # The poller's exactly-once progress (issue 6): one small record per batch, compacted.
+        TopicSpec(
+            settings.poller_state_topic,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            {"cleanup.policy": "compact"},
+        ),
     ]
 
 

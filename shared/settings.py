@@ -133,6 +133,20 @@ class Settings(BaseSettings):
         None, ge=1, description="Optional cap on estimated tokens in flight per model."
     )
 
+    # --- Dispatcher (issue 5) -------------------------------------------------------------
+    dispatcher_group_id: str = Field(
+        "batchpipe-dispatcher",
+        min_length=1,
+        description="Faust app id of the dispatcher = its Kafka consumer group.",
+    )
+    dispatcher_ledger_topic: str | None = Field(
+        None,
+        description="Compacted dispatch ledger topic (default: <requests topic>.dispatch-ledger).",
+    )
+    dispatcher_data_dir: Path | None = Field(
+        None, description="Faust data dir and temporary JSONL files (default: a temp dir)."
+    )
+
     # --- OpenAI (the SDK's own variables) -----------------------------------------------
     openai_api_key: SecretStr | None = Field(
         None,
@@ -156,6 +170,34 @@ class Settings(BaseSettings):
         "INFO", description="DEBUG, INFO, WARNING or ERROR."
     )
     log_format: LogFormat = Field("json", description="json (one object per line) or console.")
+
+    # --- Poller (issue 6): state topic and result transactions --------------------------
+    poller_state_topic: str = Field(
+        "poller-state",
+        min_length=1,
+        description="Compacted topic of the poller's per-batch progress (exactly-once state).",
+    )
+    poller_txn_max_messages: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="Results per Kafka transaction; each commits its progress with it.",
+    )
+    poller_transaction_timeout_ms: int = Field(
+        120_000,
+        ge=1000,
+        le=900_000,
+        description="Kafka transaction timeout of the poller's producers (broker max 15 min).",
+    )
+    poller_retrieve_concurrency: int = Field(
+        16, ge=1, le=1000, description="Most batches.retrieve calls in flight at once."
+    )
+    poller_crash_after_results: int | None = Field(
+        None,
+        ge=0,
+        description="Test only: the poller exits (os._exit(137)) after sending this many "
+        "results, mid-transaction, to prove exactly-once on replay.",
+    )
 
     @field_validator("default_request_kwargs", mode="before")
     @classmethod

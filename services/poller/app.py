@@ -1,0 +1,234 @@
+"""The poller process: consume ``batches``, follow each batch, publish its results exactly once.
+
+Wiring only; the logic lives in the step modules:
+
+- the ``batches`` consumer (group ``batchpipe-poller.<topic>``, read_committed, no auto
+  commit) feeds ``poll.Follower``; a rebalance listener gives each assigned partition a
+  ``state.PartitionPublisher`` (transactional producer + progress) before any record is read;
+- ``Follower`` retrieves batches at the allowed pace and, when one is finished, this module
+  streams its emissions (``results.py``) through the partition's publisher (``state.py``);
+- ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from fastapi import FastAPI, Response
+from openai import AsyncOpenAI
+
+from services.poller.classify import BatchOutcome
+from services.poller.poll import Follower, Tracked
+from services.poller.results import emissions, openai_line_opener
+from services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
+from services.poller.state import CrashAfter, PartitionPublisher, group_id
+from services.poller.status import PollerMetrics, status_snapshot
+from shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
+from shared.kafka import TopicSpec, ensure_topics, make_consumer, topic_exists
+from shared.logs import get_logger
+from shared.openai_client import make_openai
+from shared.ops_http import json_response, ops_router
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+SERVICE = "poller"
+
+
+def state_topic_spec(settings: Settings) -> TopicSpec:
+    return TopicSpec(
+        settings.poller_state_topic,
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+        {"cleanup.policy": "compact"},
+    )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, poller: Poller) -> None:
+        self.poller = poller
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.poller.release([tp.partition for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.poller.acquire([tp.partition for tp in assigned])
+
+
+class Poller:
+    """One poller instance (start with ``run()``; stop by setting ``stopping``)."""
+
+    def __init__(self, settings: Settings, client: AsyncOpenAI | None = None) -> None:
+        self.settings = settings
+        self.client = client or make_openai(settings)
+        self.publishers: dict[int, PartitionPublisher] = {}
+        self.crash = CrashAfter(settings.poller_crash_after_results)
+        schedule = PollSchedule(settings.poll_interval_seconds)
+        bucket = TokenBucket(settings.poll_max_rps)
+        self.follower = Follower(
+            self.client,
+            RetrievePacer(schedule, bucket),
+            self._finished,
+            concurrency=settings.poller_retrieve_concurrency,
+            on_retrieve=lambda outcome: self.metrics.retrieves.labels(outcome).inc(),
+        )
+        self.metrics = PollerMetrics(lambda: list(self.follower.tracked.values()))
+        self.stopping = asyncio.Event()
+        self.ready = False
+        self._state_partitions = settings.topic_partitions
+        self._consumer: AIOKafkaConsumer | None = None
+
+    # --- partitions ---------------------------------------------------------------------
+    async def acquire(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            if partition in self.publishers:
+                continue
+            publisher = PartitionPublisher(
+                self.settings, partition, self._state_partitions, self.crash
+            )
+            await publisher.start()
+            self.publishers[partition] = publisher
+        log.info("partitions.assigned", partitions=sorted(self.publishers))
+
+    async def release(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.follower.forget_partition(partition)
+            publisher = self.publishers.pop(partition, None)
+            if publisher is not None:
+                async with publisher.lock:  # let a running transaction finish first
+                    pass
+                await publisher.stop()
+        log.info("partitions.revoked", partitions=sorted(partitions))
+
+    # --- batches ------------------------------------------------------------------------
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        while not self.stopping.is_set():
+            fetched = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for tp, records in fetched.items():
+                publisher = self.publishers.get(tp.partition)
+                if publisher is None:
+                    continue
+                dead: list[tuple[str, bytes | None, bytes]] = []
+                skipped = False
+                for msg in records:
+                    try:
+                        record = decode(BatchRecord, msg.value or b"")
+                    except ValueError as exc:
+                        letter = DeadLetter.of(
+                            source_topic=tp.topic,
+                            partition=tp.partition,
+                            offset=msg.offset,
+                            key=msg.key,
+                            value=msg.value,
+                            reason=f"unreadable batch record: {exc}"[:2000],
+                            service=SERVICE,
+                        )
+                        dead.append((self.settings.dead_letters_topic, msg.key, encode(letter)))
+                        publisher.offsets.skip(msg.offset)
+                        continue
+                    batch_id = record.batch_id
+                    if batch_id in publisher.done or batch_id in self.follower.tracked:
+                        publisher.offsets.skip(msg.offset)  # finished, or a duplicate record
+                        skipped = True
+                        continue
+                    publisher.offsets.track(msg.offset, batch_id)
+                    resumed = batch_id in publisher.progress
+                    self.follower.follow(
+                        Tracked(record=record, partition=tp.partition, offset=msg.offset),
+                        delay=0.0 if resumed else None,
+                    )
+                if dead or skipped:
+                    await publisher.commit_skipped(dead)
+
+    async def _finished(self, tracked: Tracked, outcome: BatchOutcome) -> None:
+        publisher = self.publishers.get(tracked.partition)
+        if publisher is None:
+            return  # partition revoked meanwhile: its new owner follows the batch
+        record = tracked.record
+        stream = emissions(
+            record,
+            outcome,
+            openai_line_opener(self.client),
+            max_attempts=self.settings.max_attempts,
+            now=now_unix(),
+        )
+        await publisher.publish(
+            record.batch_id,
+            tracked.offset,
+            outcome.status,
+            stream,
+            lambda chunk: self.metrics.count_chunk(record.model, chunk),
+        )
+        self.metrics.batches_finished.labels(outcome.status).inc()
+        if outcome.finished_at:
+            self.metrics.publish_lag.observe(max(0.0, time.time() - outcome.finished_at))
+
+    # --- HTTP ---------------------------------------------------------------------------
+    def http_app(self) -> FastAPI:
+        async def kafka_ready() -> bool:
+            return await topic_exists(self.settings, self.settings.batches_topic)
+
+        async def started() -> bool:
+            return self.ready
+
+        app = FastAPI(title="batchpipe poller", docs_url=None, redoc_url=None, openapi_url=None)
+        app.include_router(
+            ops_router({"kafka": kafka_ready, "consumer": started}, self.metrics.registry)
+        )
+
+        @app.get("/status", summary="In-flight batches and totals")
+        async def status() -> Response:
+            return json_response(status_snapshot(self.follower.tracked, self.metrics))
+
+        return app
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until ``stopping`` is set; then stop cleanly (open transactions are aborted,
+        progress already committed is kept)."""
+        settings = self.settings
+        await ensure_topics(settings, [state_topic_spec(settings)])
+        self._state_partitions = await self._partitions_of(settings.poller_state_topic)
+        consumer = make_consumer(
+            settings, group_id=group_id(settings), max_poll_interval_ms=600_000
+        )
+        consumer.subscribe([settings.batches_topic], listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        self.ready = True
+        follow = asyncio.create_task(self.follower.run(), name="poller-follow")
+        consume = asyncio.create_task(self._consume(consumer), name="poller-consume")
+        stop = asyncio.create_task(self.stopping.wait(), name="poller-stop")
+        try:
+            done, _ = await asyncio.wait(
+                {follow, consume, stop}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task is not stop and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            self.ready = False
+            for task in (follow, consume, stop):
+                task.cancel()
+            await asyncio.gather(follow, consume, stop, return_exceptions=True)
+            await consumer.stop()
+            for partition in list(self.publishers):
+                await self.publishers.pop(partition).stop()
+            await self.client.close()
+            log.info("poller.stopped")
+
+    async def _partitions_of(self, topic: str) -> int:
+        consumer = make_consumer(self.settings, group_id=None)
+        await consumer.start()
+        try:
+            for _ in range(50):
+                await consumer.topics()  # refreshes the metadata
+                parts = consumer.partitions_for_topic(topic)
+                if parts:
+                    return len(parts)
+                await asyncio.sleep(0.1)
+            return self.settings.topic_partitions
+        finally:
+            await consumer.stop()

@@ -1,0 +1,162 @@
+"""Follow every in-flight batch with ``batches.retrieve`` until it reaches a terminal status.
+
+One loop asks the ``RetrievePacer`` (schedule.py) which batch is due and whether the global
+``POLL_MAX_RPS`` budget allows a call, and runs at most ``POLLER_RETRIEVE_CONCURRENCY``
+retrieves at once. Transient API errors (connection errors, timeouts, 429/5xx left after the
+SDK's own retries, anything else) only reschedule the batch: a batch is never dropped. A batch
+that reached a terminal status is handed to ``on_finished``; if that fails (Kafka down, file
+download error) the batch is retried after a short backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from services.poller.classify import BatchOutcome, outcome_of
+from services.poller.schedule import RetrievePacer
+from shared.contracts import BatchRecord
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+# Delay before a batch whose retrieve or publication failed is tried again (seconds, capped by
+# the poll interval).
+ERROR_BACKOFF_SECONDS = 2.0
+
+
+@dataclass
+class Tracked:
+    """A batch being followed: where it came from and what OpenAI last said about it."""
+
+    record: BatchRecord
+    partition: int
+    offset: int
+    first_seen: float = field(default_factory=time.time)
+    status: str = "unknown"
+    request_counts: dict[str, int] = field(default_factory=dict)
+    retrieves: int = 0
+    errors: int = 0
+    finished_at: int | None = None
+    publishing: bool = False
+
+
+FinishedHandler = Callable[[Tracked, BatchOutcome], Awaitable[None]]
+
+
+class Follower:
+    """Retrieves due batches at the allowed pace; hands finished ones to ``on_finished``."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        pacer: RetrievePacer,
+        on_finished: FinishedHandler,
+        *,
+        concurrency: int,
+        on_retrieve: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.pacer = pacer
+        self.on_finished = on_finished
+        self.on_retrieve = on_retrieve or (lambda outcome: None)
+        self.tracked: dict[str, Tracked] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def schedule(self) -> Any:
+        return self.pacer.schedule
+
+    def follow(self, tracked: Tracked, *, delay: float | None = None) -> None:
+        """Start following a batch (first retrieve after ``delay``, default: jittered)."""
+        self.tracked[tracked.record.batch_id] = tracked
+        self.pacer.schedule.add(tracked.record.batch_id, delay=delay)
+        self._wake.set()
+
+    def forget(self, batch_id: str) -> None:
+        self.tracked.pop(batch_id, None)
+        self.pacer.schedule.remove(batch_id)
+
+    def forget_partition(self, partition: int) -> list[str]:
+        gone = [b for b, t in self.tracked.items() if t.partition == partition]
+        for batch_id in gone:
+            self.forget(batch_id)
+        return gone
+
+    def _again(self, batch_id: str, delay: float | None = None) -> None:
+        if batch_id in self.tracked:
+            self.pacer.schedule.reschedule(batch_id, delay=delay)
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Retrieve due batches forever (cancel the task to stop)."""
+        try:
+            while True:
+                batch_id, wait = self.pacer.next()
+                if batch_id is None:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
+                if batch_id not in self.tracked:
+                    continue
+                await self._slots.acquire()
+                task = asyncio.create_task(self._retrieve(batch_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _retrieve(self, batch_id: str) -> None:
+        tracked = self.tracked.get(batch_id)
+        try:
+            if tracked is None:
+                return
+            tracked.retrieves += 1
+            try:
+                batch = await self.client.batches.retrieve(batch_id)
+            except (openai.APIError, OSError, TimeoutError) as exc:
+                tracked.errors += 1
+                self.on_retrieve("error")
+                log.warning("batch.retrieve_failed", batch_id=batch_id, error=repr(exc)[:300])
+                self._again(batch_id, min(ERROR_BACKOFF_SECONDS, self.pacer.schedule.interval))
+                return
+            self.on_retrieve("ok")
+            tracked.status = str(batch.status)
+            counts = batch.request_counts
+            if counts is not None:
+                tracked.request_counts = {
+                    "total": counts.total,
+                    "completed": counts.completed,
+                    "failed": counts.failed,
+                }
+            outcome = outcome_of(batch)
+            if outcome is None:
+                self._again(batch_id)
+                return
+        finally:
+            self._slots.release()
+        tracked.finished_at = outcome.finished_at
+        tracked.publishing = True
+        try:
+            await self.on_finished(tracked, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Kafka or file download trouble: try again later
+            tracked.errors += 1
+            tracked.publishing = False
+            log.error("batch.publish_failed", batch_id=batch_id, error=repr(exc)[:500])
+            self._again(batch_id, min(ERROR_BACKOFF_SECONDS * 2, self.pacer.schedule.interval))
+            return
+        self.forget(batch_id)
