@@ -13,6 +13,7 @@ from services.config_cli import config
 from services.dev.cli import dev
 from services.ingest.cli import ingest
 from services.kafka_cli import kafka, topics
+from services.openai_emulator.cli import openai_emulator
 from services.poller.cli import poller, status
 from services.results_cli import results
 from services.schema_cli import schema
@@ -33,6 +34,7 @@ app.command("kafka")(kafka)
 app.command("topics")(topics)
 app.command("schema")(schema)
 app.command("config")(config)
+app.command("openai-emulator")(openai_emulator)
 app.command("dev")(dev)
 app.command("submit")(submit)
 app.command("results")(results)

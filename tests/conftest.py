@@ -24,6 +24,8 @@ from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.local_kafka import LocalKafka, free_port
 from shared.settings import Settings
 
+pytest_plugins = ["tests.fixtures_emulator"]
+
 KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "settings"}
 
 

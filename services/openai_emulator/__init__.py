@@ -1,0 +1,1 @@
+"""A local, durable emulator of the OpenAI Files + Batches API (``batchpipe openai-emulator``)."""

@@ -1,0 +1,110 @@
+"""``batchpipe openai-emulator``: serve the local OpenAI Files + Batches API emulator.
+
+Every option can also be set with ``BATCHPIPE_EMULATOR_<NAME>`` (e.g.
+``BATCHPIPE_EMULATOR_PORT=8200``). Prints the base URL once listening; SIGINT/SIGTERM stop it
+cleanly (in-flight batches resume on the next start with the same ``--data-dir``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ENV = "BATCHPIPE_EMULATOR_"
+
+
+def _opt(help_text: str, name: str) -> typer.models.OptionInfo:
+    return typer.Option(help=help_text, envvar=f"{ENV}{name}")  # type: ignore[no-any-return]
+
+
+def openai_emulator(
+    host: Annotated[str, _opt("Interface to listen on.", "HOST")] = "127.0.0.1",
+    port: Annotated[int, _opt("Port to listen on.", "PORT")] = 8100,
+    data_dir: Annotated[
+        Path | None, _opt("Directory for SQLite state and files (default: a temp dir).", "DATA_DIR")
+    ] = None,
+    api_key: Annotated[
+        str | None, _opt("Require this bearer token (default: accept any).", "API_KEY")
+    ] = None,
+    processing_seconds: Annotated[
+        float, _opt("How long a batch stays in_progress.", "PROCESSING_SECONDS")
+    ] = 3.0,
+    completion_window_seconds: Annotated[
+        float, _opt('What "24h" means, in seconds.', "COMPLETION_WINDOW_SECONDS")
+    ] = 86_400.0,
+    seed: Annotated[int | None, _opt("Seed for every random choice.", "SEED")] = None,
+    line_failure_rate: Annotated[
+        float, _opt("Share of request lines that fail.", "LINE_FAILURE_RATE")
+    ] = 0.0,
+    line_failure_status: Annotated[
+        str, _opt("Status(es) of failed lines: 429, 500, 400 (comma list).", "LINE_FAILURE_STATUS")
+    ] = "500",
+    validation_failure_rate: Annotated[
+        float, _opt("Share of batches that fail validation.", "VALIDATION_FAILURE_RATE")
+    ] = 0.0,
+    token_limit_failure_rate: Annotated[
+        float,
+        _opt("Share of batches failing with token_limit_exceeded.", "TOKEN_LIMIT_FAILURE_RATE"),
+    ] = 0.0,
+    force_expire: Annotated[
+        float, _opt("Share of batches that expire half done (1 = all).", "FORCE_EXPIRE")
+    ] = 0.0,
+    create_429_rate: Annotated[
+        float, _opt("Share of batch creations answered 429.", "CREATE_429_RATE")
+    ] = 0.0,
+    upload_429_rate: Annotated[
+        float, _opt("Share of file uploads answered 429.", "UPLOAD_429_RATE")
+    ] = 0.0,
+    retry_after_seconds: Annotated[
+        float, _opt("Retry-After of injected 429s.", "RETRY_AFTER_SECONDS")
+    ] = 1.0,
+    retrieve_5xx_rate: Annotated[
+        float, _opt("Share of batch retrievals answered 500.", "RETRIEVE_5XX_RATE")
+    ] = 0.0,
+    slow_seconds: Annotated[
+        float, _opt("Extra latency on every /v1 request.", "SLOW_SECONDS")
+    ] = 0.0,
+) -> None:
+    """Serve a local, durable emulator of the OpenAI Files + Batches API."""
+    from services.openai_emulator.config import EmulatorConfig
+    from services.openai_emulator.runner import bind_socket, make_server
+    from shared.logs import configure_logging
+
+    try:
+        config = EmulatorConfig(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            api_key=api_key,
+            processing_seconds=processing_seconds,
+            completion_window_seconds=completion_window_seconds,
+            seed=seed,
+            line_failure_rate=line_failure_rate,
+            line_failure_status=line_failure_status,
+            validation_failure_rate=validation_failure_rate,
+            token_limit_failure_rate=token_limit_failure_rate,
+            force_expire=force_expire,
+            create_429_rate=create_429_rate,
+            upload_429_rate=upload_429_rate,
+            retry_after_seconds=retry_after_seconds,
+            retrieve_5xx_rate=retrieve_5xx_rate,
+            slow_seconds=slow_seconds,
+        )
+    except ValueError as exc:
+        typer.secho(f"batchpipe openai-emulator: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+    configure_logging("INFO", "console", service="openai-emulator")
+    sock = bind_socket(config.host, config.port)
+    bound_port = sock.getsockname()[1]
+    shown = f"[{config.host}]" if ":" in config.host else config.host
+    typer.echo(
+        f"OpenAI emulator listening: OPENAI_BASE_URL=http://{shown}:{bound_port}/v1", err=False
+    )
+    server = make_server(config)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()

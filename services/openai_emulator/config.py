@@ -1,0 +1,102 @@
+"""Configuration of the local OpenAI emulator: where it listens, how fast time runs, which faults.
+
+One ``EmulatorConfig`` drives the CLI (every field is a ``--flag`` and a
+``BATCHPIPE_EMULATOR_<NAME>`` env var), the in-process test runner and ``POST /_emulator/faults``
+(which updates the fault fields at runtime). Rates are probabilities in [0, 1]; every random
+choice is derived from ``seed`` so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_BATCH_LINES = 50_000
+MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+# Fields POST /_emulator/faults may change while the emulator runs.
+FAULT_FIELDS = (
+    "line_failure_rate",
+    "line_failure_status",
+    "validation_failure_rate",
+    "token_limit_failure_rate",
+    "force_expire",
+    "create_429_rate",
+    "upload_429_rate",
+    "retry_after_seconds",
+    "retrieve_5xx_rate",
+    "slow_seconds",
+    "processing_seconds",
+    "completion_window_seconds",
+)
+
+
+class EmulatorConfig(BaseModel):
+    """Everything the emulator needs; defaults are realistic and fault-free."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8100, ge=0, le=65535)
+    data_dir: Path | None = Field(
+        default=None, description="SQLite + files live here; None = a fresh temporary directory"
+    )
+    api_key: str | None = Field(default=None, description="require this bearer token (None: any)")
+    processing_seconds: float = Field(default=3.0, ge=0, description="time a batch is in_progress")
+    completion_window_seconds: float = Field(
+        default=86_400.0, gt=0, description='what "24h" means; shrink it to force expiry'
+    )
+    seed: int | None = Field(default=None, description="seed of every random choice")
+    line_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    line_failure_status: list[int] = Field(default_factory=lambda: [500])
+    validation_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    token_limit_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    force_expire: float = Field(
+        default=0.0, ge=0, le=1, description="probability a batch expires half done (true = 1)"
+    )
+    create_429_rate: float = Field(default=0.0, ge=0, le=1)
+    upload_429_rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after_seconds: float = Field(default=1.0, ge=0)
+    retrieve_5xx_rate: float = Field(default=0.0, ge=0, le=1)
+    slow_seconds: float = Field(default=0.0, ge=0, description="added latency on every /v1 call")
+    max_batch_lines: int = Field(default=MAX_BATCH_LINES, ge=1)
+    max_batch_file_bytes: int = Field(default=MAX_BATCH_FILE_BYTES, ge=1)
+
+    @field_validator("line_failure_status", mode="before")
+    @classmethod
+    def _status_list(cls, value: Any) -> Any:
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(",", " ").split()]
+        return value
+
+    @field_validator("line_failure_status")
+    @classmethod
+    def _status_allowed(cls, value: list[int]) -> list[int]:
+        if not value or any(status not in (400, 429, 500) for status in value):
+            raise ValueError("line_failure_status must be 400, 429 and/or 500")
+        return value
+
+    @field_validator("force_expire", mode="before")
+    @classmethod
+    def _bool_rate(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        return value
+
+    def faults(self) -> dict[str, Any]:
+        """The runtime-adjustable part, as ``POST /_emulator/faults`` returns it."""
+        return {name: getattr(self, name) for name in FAULT_FIELDS} | {"seed": self.seed}
+
+    def update_faults(self, changes: dict[str, Any]) -> None:
+        """Apply ``changes`` (names as in ``FAULT_FIELDS``); raises ValueError on a bad one."""
+        unknown = set(changes) - set(FAULT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fault setting(s): {', '.join(sorted(unknown))}")
+        merged = self.model_validate(self.model_dump() | changes)
+        for name in changes:
+            setattr(self, name, getattr(merged, name))

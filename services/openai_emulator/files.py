@@ -1,0 +1,56 @@
+"""File bytes on disk: ``<data_dir>/files/<file-id>``; uploads and outputs are written to
+``<data_dir>/tmp`` first and moved into place, so a crash never leaves a half file under an id.
+Copies run in a worker thread in 1 MiB chunks; nothing is read whole into memory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import IO
+
+CHUNK = 1 << 20
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex[:22]}"
+
+
+class FileStorage:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "files"
+        self.tmp = data_dir / "tmp"
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():  # partial writes of a previous run
+            leftover.unlink(missing_ok=True)
+
+    def path(self, file_id: str) -> Path:
+        return self.root / file_id
+
+    def tmp_path(self) -> Path:
+        return self.tmp / uuid.uuid4().hex
+
+    def commit(self, tmp: Path, file_id: str) -> None:
+        os.replace(tmp, self.path(file_id))
+
+    async def save_stream(self, source: IO[bytes], file_id: str) -> int:
+        """Copy an uploaded (spooled) file into place; returns its size in bytes."""
+
+        def copy() -> int:
+            tmp = self.tmp_path()
+            source.seek(0)
+            with tmp.open("wb") as target:
+                shutil.copyfileobj(source, target, CHUNK)
+                size = target.tell()
+            self.commit(tmp, file_id)
+            return size
+
+        return await asyncio.to_thread(copy)
+
+    async def delete(self, file_id: str) -> None:
+        await asyncio.to_thread(self.path(file_id).unlink, True)

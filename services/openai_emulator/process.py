@@ -1,0 +1,488 @@
+"""Line processing: deterministic fake responses and the streaming pass that writes output files.
+
+Pure apart from ``run_pass``, which streams the input file once and writes the output and
+error files in bounded memory (lines are shuffled inside windows of ``SHUFFLE_WINDOW`` lines,
+since OpenAI guarantees no order). Every choice (which lines finished, which failed, the reply
+text, embedding vectors) is a hash of the seed, the batch sequence number and the custom_id.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from services.openai_emulator.determinism import digest, hex_id, pick, unit
+
+SHUFFLE_WINDOW = 1000
+EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536}
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
+
+
+@dataclass
+class LineContext:
+    """What a line's outcome depends on besides its own content."""
+
+    seed: int
+    batch_seq: int
+    batch_id: str
+    endpoint: str
+    created: int
+    failure_rate: float = 0.0
+    failure_statuses: list[int] = field(default_factory=lambda: [500])
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cached_tokens += other.cached_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+
+    def as_batch_usage(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
+
+def count_tokens(text: str) -> int:
+    """A plausible token estimate: about four characters per token, at least one."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return " ".join(parts)
+    return ""
+
+
+def reply_text(prompt: str, model: str, max_tokens: int | None) -> tuple[str, str]:
+    """(content, finish_reason): derived only from the prompt, so the same input gives the same
+    output; truncated to ``max_tokens`` tokens (finish_reason ``length``)."""
+    words = prompt.split()
+    gist = " ".join(words[:24])
+    tag = hex_id(model, prompt, length=8)
+    text = f"Emulated reply {tag} to: {gist}" if gist else f"Emulated reply {tag}."
+    if max_tokens is not None and count_tokens(text) > max_tokens:
+        return text[: max(max_tokens, 1) * 4], "length"
+    return text, "stop"
+
+
+def _max_tokens(body: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class BadRequestError(ValueError):
+    """The request body is invalid for its endpoint: a 400 line in the error file."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def chat_completion(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequestError("Missing required parameter: 'messages'.", "messages")
+    model = str(body["model"])
+    prompt_tokens = 0
+    last_user = ""
+    for message in messages:
+        if not isinstance(message, dict) or "role" not in message:
+            raise BadRequestError("Invalid value for 'messages': each needs a 'role'.", "messages")
+        text = _text_of(message.get("content"))
+        prompt_tokens += 4 + count_tokens(text)
+        if message["role"] == "user":
+            last_user = text
+    prompt_tokens += 3
+    raw_n = body.get("n")
+    n = raw_n if isinstance(raw_n, int) and raw_n > 0 else 1
+    limit = _max_tokens(body, "max_completion_tokens", "max_tokens")
+    content, finish = reply_text(last_user, model, limit)
+    completion_tokens = count_tokens(content) * n
+    response = {
+        "id": f"chatcmpl-{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'chat', length=29)}",
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {
+                    "role": "assistant",
+                    "content": content,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            for i in range(n)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_emulator",
+    }
+    return response, Usage(prompt_tokens, completion_tokens)
+
+
+def completion(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise BadRequestError("Missing required parameter: 'prompt'.", "prompt")
+    text_prompt = prompt if isinstance(prompt, str) else _text_of(prompt)
+    model = str(body["model"])
+    content, finish = reply_text(text_prompt, model, _max_tokens(body, "max_tokens") or 16)
+    p, c = count_tokens(text_prompt), count_tokens(content)
+    response = {
+        "id": f"cmpl-{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'cmpl', length=29)}",
+        "object": "text_completion",
+        "created": ctx.created,
+        "model": model,
+        "choices": [{"text": content, "index": 0, "logprobs": None, "finish_reason": finish}],
+        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+        "system_fingerprint": "fp_emulator",
+    }
+    return response, Usage(p, c)
+
+
+def embedding_vector(text: str, model: str, dimensions: int) -> list[float]:
+    """A unit-length vector determined by (model, text)."""
+    rng = random.Random(digest("embedding", model, text))
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [round(v / norm, 6) for v in values]
+
+
+def embeddings(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    raw = body.get("input")
+    if raw is None or raw == "" or raw == []:
+        raise BadRequestError("Missing required parameter: 'input'.", "input")
+    inputs: list[str]
+    if isinstance(raw, str):
+        inputs = [raw]
+    elif isinstance(raw, list) and all(isinstance(x, int) for x in raw):
+        inputs = [" ".join(map(str, raw))]
+    elif isinstance(raw, list):
+        inputs = [x if isinstance(x, str) else " ".join(map(str, x)) for x in raw]
+    else:
+        raise BadRequestError("Invalid value for 'input'.", "input")
+    model = str(body["model"])
+    dims = body.get("dimensions")
+    if not isinstance(dims, int) or dims <= 0:
+        dims = EMBEDDING_DIMENSIONS.get(model, DEFAULT_EMBEDDING_DIMENSIONS)
+    b64 = body.get("encoding_format") == "base64"
+    data = []
+    tokens = 0
+    for index, text in enumerate(inputs):
+        vector = embedding_vector(text, model, dims)
+        tokens += count_tokens(text)
+        value: Any = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode() if b64 else vector
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    response = {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return response, Usage(tokens, 0)
+
+
+def responses(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    raw = body.get("input")
+    if raw is None:
+        raise BadRequestError("Missing required parameter: 'input'.", "input")
+    if isinstance(raw, str):
+        prompt = raw
+    elif isinstance(raw, list):
+        texts = [
+            _text_of(item.get("content")) if isinstance(item, dict) else str(item) for item in raw
+        ]
+        prompt = texts[-1] if texts else ""
+    else:
+        raise BadRequestError("Invalid value for 'input'.", "input")
+    instructions = body.get("instructions")
+    model = str(body["model"])
+    content, finish = reply_text(prompt, model, _max_tokens(body, "max_output_tokens"))
+    input_tokens = count_tokens(prompt) + count_tokens(str(instructions or "")) + 7
+    output_tokens = count_tokens(content)
+    rid = hex_id(ctx.seed, ctx.batch_seq, custom_id, "resp", length=48)
+    response = {
+        "id": f"resp_{rid}",
+        "object": "response",
+        "created_at": ctx.created,
+        "status": "completed" if finish == "stop" else "incomplete",
+        "background": False,
+        "error": None,
+        "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
+        "instructions": instructions,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": model,
+        "output": [
+            {
+                "id": f"msg_{rid}",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": content, "annotations": [], "logprobs": []}
+                ],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": False,
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "user": None,
+        "metadata": body.get("metadata") or {},
+    }
+    return response, Usage(input_tokens, output_tokens)
+
+
+def moderation(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    raw = body.get("input")
+    if raw is None:
+        raise BadRequestError("Missing required parameter: 'input'.", "input")
+    inputs = raw if isinstance(raw, list) else [raw]
+    categories = ["harassment", "hate", "self-harm", "sexual", "violence"]
+    results = [
+        {
+            "flagged": False,
+            "categories": dict.fromkeys(categories, False),
+            "category_scores": {c: round(unit("mod", c, str(x)) * 0.01, 6) for c in categories},
+        }
+        for x in inputs
+    ]
+    response = {
+        "id": f"modr-{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'mod')}",
+        "model": str(body["model"]),
+        "results": results,
+    }
+    return response, Usage(sum(count_tokens(str(x)) for x in inputs), 0)
+
+
+def generic(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    return {"created": ctx.created, "data": [], "emulated": True}, Usage()
+
+
+HANDLERS = {
+    "/v1/chat/completions": chat_completion,
+    "/v1/completions": completion,
+    "/v1/embeddings": embeddings,
+    "/v1/responses": responses,
+    "/v1/moderations": moderation,
+}
+
+FAILURE_BODIES: dict[int, dict[str, Any]] = {
+    429: {
+        "message": "Rate limit reached for requests (emulated).",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    },
+    500: {
+        "message": "The server had an error while processing your request (emulated).",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    },
+    400: {
+        "message": "Invalid request (emulated failure).",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    },
+}
+
+
+def respond(request: dict[str, Any], ctx: LineContext) -> tuple[dict[str, Any], bool, Usage]:
+    """The output line for one validated request line: (line, succeeded, usage)."""
+    custom_id = str(request["custom_id"])
+    line_id = f"batch_req_{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'line', length=32)}"
+    request_id = f"req_{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'request', length=32)}"
+    status = 200
+    usage = Usage()
+    body: Any
+    if ctx.failure_rate > 0 and unit(ctx.seed, "fail", ctx.batch_seq, custom_id) < ctx.failure_rate:
+        status = pick(ctx.failure_statuses, ctx.seed, "status", ctx.batch_seq, custom_id)
+        body = {"error": dict(FAILURE_BODIES[status])}
+    else:
+        handler = HANDLERS.get(ctx.endpoint, generic)
+        try:
+            body, usage = handler(request["body"], ctx, custom_id)
+        except BadRequestError as exc:
+            status = 400
+            body = {
+                "error": {
+                    "message": str(exc),
+                    "type": "invalid_request_error",
+                    "param": exc.param,
+                    "code": None,
+                }
+            }
+    line = {
+        "id": line_id,
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": request_id, "body": body},
+        "error": None,
+    }
+    return line, status < 300, usage
+
+
+def expired_line(custom_id: str, ctx: LineContext) -> dict[str, Any]:
+    return {
+        "id": f"batch_req_{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'line', length=32)}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {
+            "code": "batch_expired",
+            "message": "This request could not be executed before the completion window expired.",
+        },
+    }
+
+
+def finish_fraction(ctx: LineContext, custom_id: str) -> float:
+    """When (as a fraction of the processing time) this line finishes."""
+    return unit(ctx.seed, "finish", ctx.batch_seq, custom_id)
+
+
+@dataclass
+class PassResult:
+    completed: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    usage: Usage = field(default_factory=Usage)
+    succeeded_custom_ids: list[str] = field(default_factory=list)
+    output_lines: int = 0
+    error_lines: int = 0
+
+
+class _ShuffledWriter:
+    """Writes lines in a seeded order, shuffling within windows (bounded memory)."""
+
+    def __init__(self, handle: IO[bytes], rng: random.Random) -> None:
+        self.handle = handle
+        self.rng = rng
+        self.buffer: list[bytes] = []
+        self.count = 0
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.buffer.append(orjson.dumps(line) + b"\n")
+        self.count += 1
+        if len(self.buffer) >= SHUFFLE_WINDOW:
+            self.flush()
+
+    def flush(self) -> None:
+        self.rng.shuffle(self.buffer)
+        self.handle.writelines(self.buffer)
+        self.buffer.clear()
+
+
+def process_lines(
+    lines: Iterable[bytes],
+    ctx: LineContext,
+    out: IO[bytes],
+    err: IO[bytes],
+    done_before: float,
+    expire_rest: bool,
+) -> PassResult:
+    """Answer every line that finished before ``done_before`` (a fraction of the processing
+    time; >= 1 means all); the rest get a ``batch_expired`` error line if ``expire_rest``."""
+    result = PassResult()
+    out_writer = _ShuffledWriter(out, random.Random(digest(ctx.seed, ctx.batch_seq, "out")))
+    err_writer = _ShuffledWriter(err, random.Random(digest(ctx.seed, ctx.batch_seq, "err")))
+    for raw in lines:
+        if not raw.strip():
+            continue
+        request = orjson.loads(raw)
+        custom_id = str(request["custom_id"])
+        if done_before < 1.0 and finish_fraction(ctx, custom_id) >= done_before:
+            result.unfinished += 1
+            if expire_rest:
+                err_writer.write(expired_line(custom_id, ctx))
+            continue
+        line, ok, usage = respond(request, ctx)
+        if ok:
+            result.completed += 1
+            result.usage.add(usage)
+            result.succeeded_custom_ids.append(custom_id)
+            out_writer.write(line)
+        else:
+            result.failed += 1
+            err_writer.write(line)
+    out_writer.flush()
+    err_writer.flush()
+    result.output_lines = out_writer.count
+    result.error_lines = err_writer.count
+    return result
+
+
+def run_pass(
+    input_path: Path,
+    out_path: Path,
+    err_path: Path,
+    ctx: LineContext,
+    done_before: float,
+    expire_rest: bool,
+) -> PassResult:
+    """Stream ``input_path`` once, writing ``out_path`` and ``err_path`` (run it in a thread)."""
+    with (
+        input_path.open("rb", buffering=1 << 20) as source,
+        out_path.open("wb", buffering=1 << 20) as out,
+        err_path.open("wb", buffering=1 << 20) as err,
+    ):
+        return process_lines(source, ctx, out, err, done_before, expire_rest)

@@ -1,0 +1,125 @@
+"""Run the emulator: in a background thread (tests, benchmarks) or in the foreground (CLI).
+
+``run_emulator_in_thread(config)`` binds the port first (port 0 = a free one), serves with
+uvicorn in its own thread and event loop, and yields a ``RunningEmulator``: a ``str`` equal to
+the base URL (``http://host:port/v1``) that also carries ``.base_url``, ``.api_key``,
+``.data_dir``, ``.stats()`` and ``.set_faults(**kw)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from services.openai_emulator.app import create_app
+from services.openai_emulator.config import EmulatorConfig
+
+START_TIMEOUT_SECONDS = 15.0
+
+
+class RunningEmulator(str):
+    """The base URL of a running emulator, plus handles to inspect and steer it."""
+
+    base_url: str
+    root_url: str
+    api_key: str
+    config: EmulatorConfig
+    data_dir: Path
+
+    def __new__(cls, base_url: str, config: EmulatorConfig, data_dir: Path) -> RunningEmulator:
+        self = super().__new__(cls, base_url)
+        self.base_url = base_url
+        self.root_url = base_url.removesuffix("/v1")
+        self.api_key = config.api_key or "sk-emulator"
+        self.config = config
+        self.data_dir = data_dir
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /_emulator/stats``."""
+        response = httpx.get(f"{self.root_url}/_emulator/stats", timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def set_faults(self, **changes: Any) -> dict[str, Any]:
+        """``POST /_emulator/faults``; returns the fault config now in force."""
+        response = httpx.post(f"{self.root_url}/_emulator/faults", json=changes, timeout=10)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+
+class _ThreadServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # signals belong to the main thread
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(config: EmulatorConfig) -> uvicorn.Server:
+    uv_config = uvicorn.Config(
+        create_app(config),
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(uv_config)
+
+
+@contextlib.contextmanager
+def run_emulator_in_thread(config: EmulatorConfig | None = None) -> Iterator[RunningEmulator]:
+    """Serve the emulator in a background thread until the ``with`` block ends."""
+    config = (config or EmulatorConfig(port=0)).model_copy()
+    owned_tmp: tempfile.TemporaryDirectory[str] | None = None
+    if config.data_dir is None:
+        owned_tmp = tempfile.TemporaryDirectory(prefix="openai-emulator-")
+        config.data_dir = Path(owned_tmp.name)
+    sock = bind_socket(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    uv_config = uvicorn.Config(
+        create_app(config), log_level="warning", lifespan="on", timeout_graceful_shutdown=3
+    )
+    server = _ThreadServer(uv_config)
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, name=f"openai-emulator-{port}", daemon=True)
+    thread.start()
+    try:
+        waited = 0.0
+        while not server.started:
+            if not thread.is_alive() or waited > START_TIMEOUT_SECONDS:
+                raise RuntimeError(f"the emulator did not start: {errors or 'timeout'}")
+            threading.Event().wait(0.01)
+            waited += 0.01
+        shown = f"[{host}]" if ":" in host else host
+        yield RunningEmulator(f"http://{shown}:{port}/v1", config, config.data_dir)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+        if owned_tmp is not None:
+            owned_tmp.cleanup()

@@ -1,0 +1,233 @@
+"""Durable state: files, batches and per-custom_id counters in one SQLite database (aiosqlite).
+
+Objects are stored as their API JSON (plus an ``internal`` JSON for the scheduler's float
+timestamps and fault decisions), so a restarted emulator answers exactly as before. Composite
+writes (e.g. "batch is in_progress and its custom_ids are counted") are single transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    purpose TEXT NOT NULL,
+    obj TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    status TEXT NOT NULL,
+    obj TEXT NOT NULL,
+    internal TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
+CREATE TABLE IF NOT EXISTS custom_ids(
+    custom_id TEXT PRIMARY KEY,
+    batches INTEGER NOT NULL DEFAULT 0,
+    successes INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS custom_ids_batches ON custom_ids(batches);
+CREATE INDEX IF NOT EXISTS custom_ids_successes ON custom_ids(successes);
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+
+Json = dict[str, Any]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("PRAGMA synchronous=NORMAL")
+        await self.db.executescript(SCHEMA)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        async with self.db.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    # files -------------------------------------------------------------------------------
+
+    async def insert_file(self, obj: Json) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "INSERT INTO files(id, purpose, obj) VALUES(?, ?, ?)",
+                (obj["id"], obj["purpose"], _dumps(obj)),
+            )
+
+    async def get_file(self, file_id: str) -> Json | None:
+        row = await self._one("SELECT obj FROM files WHERE id = ?", (file_id,))
+        return orjson.loads(row[0]) if row else None
+
+    async def delete_file(self, file_id: str) -> bool:
+        async with self._lock:
+            cursor = await self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            return bool(cursor.rowcount)
+
+    async def list_files(
+        self, after: str | None, limit: int, order: str, purpose: str | None
+    ) -> tuple[list[Json], bool]:
+        desc = order != "asc"
+        where, params = [], []
+        if purpose:
+            where.append("purpose = ?")
+            params.append(purpose)
+        if after:
+            row = await self._one("SELECT seq FROM files WHERE id = ?", (after,))
+            if row is not None:
+                where.append("seq < ?" if desc else "seq > ?")
+                params.append(row[0])
+        sql = "SELECT obj FROM files"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT ?"
+        rows = await self._all(sql, [*params, limit + 1])
+        return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+
+    async def count_files(self) -> int:
+        row = await self._one("SELECT COUNT(*) FROM files")
+        return int(row[0])
+
+    # batches -----------------------------------------------------------------------------
+
+    async def insert_batch(self, obj: Json, internal: Json) -> int:
+        """Insert a new batch and count it; returns its sequence number."""
+        async with self._lock:
+            await self.db.execute("BEGIN")
+            try:
+                cursor = await self.db.execute(
+                    "INSERT INTO batches(id, status, obj, internal) VALUES(?, ?, ?, ?)",
+                    (obj["id"], obj["status"], _dumps(obj), _dumps(internal)),
+                )
+                seq = int(cursor.lastrowid or 0)
+                internal["seq"] = seq
+                await self.db.execute(
+                    "UPDATE batches SET internal = ? WHERE id = ?", (_dumps(internal), obj["id"])
+                )
+                await self._bump("batches_created", 1)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            return seq
+
+    async def get_batch(self, batch_id: str) -> tuple[Json, Json] | None:
+        row = await self._one("SELECT obj, internal FROM batches WHERE id = ?", (batch_id,))
+        return (orjson.loads(row[0]), orjson.loads(row[1])) if row else None
+
+    async def update_batch(
+        self,
+        obj: Json,
+        internal: Json,
+        *,
+        new_files: Iterable[Json] = (),
+        register_custom_ids: Iterable[str] = (),
+        succeeded_custom_ids: Iterable[str] = (),
+        lines_submitted: int = 0,
+    ) -> None:
+        """Save a batch, and in the same transaction its new output files and counters."""
+        async with self._lock:
+            await self.db.execute("BEGIN")
+            try:
+                await self.db.execute(
+                    "UPDATE batches SET status = ?, obj = ?, internal = ? WHERE id = ?",
+                    (obj["status"], _dumps(obj), _dumps(internal), obj["id"]),
+                )
+                for file_obj in new_files:
+                    await self.db.execute(
+                        "INSERT INTO files(id, purpose, obj) VALUES(?, ?, ?)",
+                        (file_obj["id"], file_obj["purpose"], _dumps(file_obj)),
+                    )
+                await self.db.executemany(
+                    "INSERT INTO custom_ids(custom_id, batches) VALUES(?, 1) "
+                    "ON CONFLICT(custom_id) DO UPDATE SET batches = batches + 1",
+                    ((c,) for c in register_custom_ids),
+                )
+                await self.db.executemany(
+                    "INSERT INTO custom_ids(custom_id, successes) VALUES(?, 1) "
+                    "ON CONFLICT(custom_id) DO UPDATE SET successes = successes + 1",
+                    ((c,) for c in succeeded_custom_ids),
+                )
+                if lines_submitted:
+                    await self._bump("lines_submitted", lines_submitted)
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+
+    async def list_batches(self, after: str | None, limit: int) -> tuple[list[Json], bool]:
+        params: list[Any] = []
+        sql = "SELECT obj FROM batches"
+        if after:
+            row = await self._one("SELECT seq FROM batches WHERE id = ?", (after,))
+            if row is not None:
+                sql += " WHERE seq < ?"
+                params.append(row[0])
+        sql += " ORDER BY seq DESC LIMIT ?"
+        rows = await self._all(sql, [*params, limit + 1])
+        return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+
+    async def active_batches(self) -> list[tuple[Json, Json]]:
+        marks = ",".join("?" * len(ACTIVE_STATUSES))
+        rows = await self._all(
+            f"SELECT obj, internal FROM batches WHERE status IN ({marks}) ORDER BY seq",  # noqa: S608
+            ACTIVE_STATUSES,
+        )
+        return [(orjson.loads(r[0]), orjson.loads(r[1])) for r in rows]
+
+    # counters ----------------------------------------------------------------------------
+
+    async def _bump(self, name: str, amount: int) -> None:
+        await self.db.execute(
+            "INSERT INTO counters(name, value) VALUES(?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, amount),
+        )
+
+    async def stats(self) -> Json:
+        counters = dict(await self._all("SELECT name, value FROM counters"))
+        by_status = dict(await self._all("SELECT status, COUNT(*) FROM batches GROUP BY status"))
+        dup = await self._one("SELECT COUNT(*) FROM custom_ids WHERE batches > 1")
+        billed = await self._one("SELECT COUNT(*) FROM custom_ids WHERE successes > 1")
+        return {
+            "files": await self.count_files(),
+            "batches_by_status": by_status,
+            "lines_submitted": int(counters.get("lines_submitted", 0)),
+            "duplicate_custom_ids": int(dup[0]),
+            "double_billed_custom_ids": int(billed[0]),
+            "batches_created": int(counters.get("batches_created", 0)),
+        }
