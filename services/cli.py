@@ -11,6 +11,7 @@ import typer
 
 from services.config_cli import config
 from services.dev.cli import dev
+from services.dispatcher.cli import dispatcher
 from services.ingest.cli import ingest
 from services.kafka_cli import kafka, topics
 from services.openai_emulator.cli import openai_emulator
@@ -34,6 +35,7 @@ app.command("kafka")(kafka)
 app.command("topics")(topics)
 app.command("schema")(schema)
 app.command("config")(config)
+app.command("dispatcher")(dispatcher)
 app.command("openai-emulator")(openai_emulator)
 app.command("dev")(dev)
 app.command("submit")(submit)

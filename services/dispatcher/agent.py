@@ -1,0 +1,491 @@
+"""The dispatcher's core: consumed request -> window -> ledger -> OpenAI batch -> commit.
+
+``Dispatcher`` holds the state of one worker and is driven by the Faust app (``app.py``):
+``handle()`` for every consumed message, ``tick()`` from a timer (time cuts fire with an idle
+stream), ``on_revoked()`` / ``on_assigned()`` from the rebalance signals, and ``run_submitter()``
+as a background task. It knows nothing of Faust beyond a ``commit(offsets)`` callable.
+
+Acks and commits (the rules that make it lose nothing):
+
+- Faust acks are OFF for the requests topic (``acks=False``), so neither ``Stream.take()``'s
+  ``finally`` nor an exception in the agent nor Faust's gap-prone ``_new_offset`` can commit
+  anything. The dispatcher commits itself, through ``OffsetTracker``: per partition, only up to
+  the lowest offset that is not done (done = in a published batch, dead-lettered with the
+  broker's ack, a dropped duplicate, or skipped because the ledger has it). Windows per
+  (endpoint, model) may finish in any order; the commit never passes a buffered request.
+- Nothing raises out of ``handle()``: input errors become dead letters, Kafka and OpenAI errors
+  are retried in place (the agent then simply waits: backpressure). A bug that escapes anyway
+  ends the process (exit 70) instead of leaving a worker that consumes nothing.
+- One window is submitted at a time from a small queue; while it waits, ``handle()`` waits on
+  the full queue, so consumption stops (bounded memory) and resumes by itself.
+- On revocation every open and queued window is dropped (the next owner re-reads them from the
+  committed offset), the in-flight dispatch finishes (or is abandoned if ``create`` was not
+  attempted yet), and the watermark is committed once more.
+
+Fault injection (TEST ONLY): ``BATCHPIPE_DISPATCHER_CRASH_AT`` = ``after_ledger`` |
+``after_upload`` | ``after_create`` | ``after_publish`` | ``before_commit`` makes the worker
+``os._exit(137)`` at that point of its first dispatch. Unset in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from openai import AsyncOpenAI
+from openai.types import Batch
+
+from services.dispatcher.dead_letters import Invalid, classify, dead_letter
+from services.dispatcher.jsonl import write_jsonl_async
+from services.dispatcher.ledger import (
+    METADATA_KEY,
+    Ledger,
+    LedgerEntry,
+    coverage_of,
+    dispatch_id_for,
+    find_batches,
+)
+from services.dispatcher.metrics import Metrics
+from services.dispatcher.offsets import OffsetTracker
+from services.dispatcher.submit import Aborted, Submitter
+from services.dispatcher.window import TP, Window, Windows
+from shared.contracts import BatchRecord, attempt_from_headers, encode, key_bytes
+from shared.logs import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+CRASH_ENV: Final = "BATCHPIPE_DISPATCHER_CRASH_AT"
+CRASH_POINTS: Final = frozenset(
+    {"after_ledger", "after_upload", "after_create", "after_publish", "before_commit"}
+)
+
+CommitFn = Callable[[dict[TP, int]], Awaitable[bool]]
+
+
+def crash_point(name: str) -> None:
+    """Test-only fault injection: exit abruptly (like ``kill -9``) at ``name`` if asked to."""
+    if os.environ.get(CRASH_ENV) == name:
+        log.warning("dispatcher.crash_injected", at=name)
+        os._exit(137)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        producer: AIOKafkaProducer,
+        ledger: Ledger,
+        client: AsyncOpenAI,
+        commit: CommitFn,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        queue_size: int = 1,
+        retry_base_delay: float = 0.5,
+        retry_max_delay: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.ledger = ledger
+        self.client = client
+        self._commit = commit
+        self.metrics = metrics or Metrics()
+        self.windows = Windows(
+            max_requests=settings.batch_max_requests,
+            max_bytes=settings.batch_max_bytes,
+            max_wait=settings.batch_max_wait_seconds,
+            clock=clock,
+        )
+        self.offsets = OffsetTracker()
+        self.submitter = Submitter(
+            client,
+            base_delay=retry_base_delay,
+            max_delay=retry_max_delay,
+            on_retry=lambda step, _exc: self.metrics.retries.labels(step).inc(),
+        )
+        self.queue: asyncio.Queue[tuple[int, Window]] = asyncio.Queue(maxsize=queue_size)
+        self.assigned: set[TP] = set()
+        self.ready = asyncio.Event()
+        self._generation = 0
+        self._aborting = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tmp = Path(settings.dispatcher_data_dir or tempfile.gettempdir())
+        self._retry_base = retry_base_delay
+        self._files: dict[str, Path] = {}
+        self._retry_max = retry_max_delay
+
+    # --- consuming ----------------------------------------------------------------------
+
+    async def handle(self, msg: Incoming, is_stale: Callable[[], bool] = lambda: False) -> None:
+        """Process one consumed request; never raises for bad input or unreachable services."""
+        try:
+            await self._handle(msg, is_stale)
+        except Exception:
+            log.exception("dispatcher.bug", topic=msg.topic, offset=msg.offset)
+            os._exit(70)
+
+    async def _handle(self, msg: Incoming, is_stale: Callable[[], bool]) -> None:
+        await self.ready.wait()
+        if is_stale():
+            return
+        generation = self._generation
+        tp = (msg.topic, msg.partition)
+        if not self.offsets.seen(tp, msg.offset):
+            return
+        self.metrics.consumed.inc()
+        if self.ledger.state.covering(tp, msg.offset) is not None:
+            self.metrics.skipped.inc()
+            self.offsets.done(tp, msg.offset)
+            return
+        result = classify(msg.value, self.settings.batch_max_bytes)
+        if isinstance(result, Invalid):
+            await self._dead_letter(msg, result)
+            if generation == self._generation:
+                self.offsets.done(tp, msg.offset)
+            return
+        added = self.windows.add(
+            endpoint=result.endpoint,
+            model=result.model,
+            custom_id=result.custom_id,
+            line=result.line,
+            position=(msg.topic, msg.partition, msg.offset),
+            attempt=attempt_from_headers(msg.headers),
+        )
+        if added.duplicate:
+            self.metrics.duplicates.inc()
+            log.info("request.duplicate_dropped", custom_id=result.custom_id)
+            self.offsets.done(tp, msg.offset)
+            return
+        self.metrics.buffered.set(len(self.windows))
+        for window in added.cut:
+            await self._enqueue(window, generation)
+
+    async def tick(self) -> None:
+        """Cut the windows that are due (runs from a timer, with or without new requests)."""
+        if not self.ready.is_set():
+            return
+        generation = self._generation
+        for window in self.windows.due():
+            await self._enqueue(window, generation)
+        await self.commit_now()
+
+    async def flush(self) -> None:
+        """Cut every open window now (tests, benchmarks)."""
+        generation = self._generation
+        for window in self.windows.flush():
+            await self._enqueue(window, generation)
+
+    async def _enqueue(self, window: Window, generation: int) -> None:
+        self.metrics.window_age.observe(window.age())
+        self.metrics.buffered.set(len(self.windows))
+        if self.queue.full():
+            self.metrics.blocked.set(1)
+            log.info("dispatcher.backpressure", queued=self.queue.qsize())
+        await self.queue.put((generation, window))
+        self.metrics.blocked.set(0)
+
+    async def _dead_letter(self, msg: Incoming, invalid: Invalid) -> None:
+        letter = dead_letter(
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=msg.key,
+            value=msg.value,
+            invalid=invalid,
+        )
+        await self._send(self.settings.dead_letters_topic, encode(letter), msg.key)
+        self.metrics.dead_letters.labels(invalid.reason).inc()
+        log.info(
+            "request.dead_lettered",
+            reason=invalid.reason,
+            partition=msg.partition,
+            offset=msg.offset,
+        )
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.producer.send_and_wait(topic, value, key=key)
+                return
+            except KafkaError as exc:
+                log.warning("kafka.send_retry", topic=topic, attempt=attempt, error=repr(exc))
+                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                attempt += 1
+
+    # --- submitting ---------------------------------------------------------------------
+
+    async def run_submitter(self) -> None:
+        """Background task: submit queued windows one at a time, forever."""
+        while True:
+            generation, window = await self.queue.get()
+            if generation != self._generation:
+                continue  # its partitions were revoked; the next owner reads them again
+            self._idle.clear()
+            try:
+                await self._dispatch_until_done(window, generation)
+            finally:
+                self._idle.set()
+
+    async def _dispatch_until_done(self, window: Window, generation: int) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.dispatch(window, generation)
+                return
+            except Exception:
+                # Unexpected: the ledger makes a retry resume where it stopped.
+                log.exception("dispatch.unexpected_error", attempt=attempt)
+                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                attempt += 1
+
+    async def dispatch(self, window: Window, generation: int | None = None) -> str | None:
+        """Submit one window exactly once; returns the batch id (None if abandoned)."""
+        started = time.monotonic()
+        dispatch_id = dispatch_id_for(window.positions, window.custom_ids)
+        bound = log.bind(dispatch_id=dispatch_id)
+        entry = self.ledger.state.entries.get(dispatch_id)
+        if entry is None or entry.state == "abandoned":
+            now = time.time()
+            entry = LedgerEntry(
+                dispatch_id=dispatch_id,
+                state="planned",
+                endpoint=window.endpoint,
+                model=window.model,
+                request_count=window.count,
+                input_bytes=window.nbytes,
+                window_opened_at=window.opened_at_unix,
+                attempts=dict(window.attempts),
+                coverage=coverage_of(window.positions),
+                planned_at=now,
+                updated_at=now,
+                worker=f"{os.uname().nodename}:{os.getpid()}",
+            )
+            await self._ledger_write(entry)
+            bound.info(
+                "dispatch.planned",
+                endpoint=window.endpoint,
+                model=window.model,
+                requests=window.count,
+                bytes=window.nbytes,
+                cut=window.cut_reason,
+            )
+            crash_point("after_ledger")
+        # on an unexpected error the file is kept for the retry (the lines are gone)
+        path: Path | None = self._files.get(dispatch_id)
+        if entry.state == "planned":
+            if path is None:  # a retried dispatch reuses its file: the lines are gone
+                path = await write_jsonl_async(window.lines, self._tmp, prefix="batchpipe-")
+                self._files[dispatch_id] = path
+                window.release_lines()
+            try:
+                file_id = await self.submitter.upload(path, abort=self._is_aborting)
+            except Aborted:
+                await self._abandon(entry)
+                self._forget_file(dispatch_id)
+                return None
+            entry = entry.with_state("uploaded", file_id=file_id)
+            await self._ledger_write(entry)
+            bound.info("dispatch.uploaded", file_id=file_id)
+            crash_point("after_upload")
+        if entry.state == "uploaded":
+            assert entry.file_id is not None
+            current = entry
+
+            async def lookup() -> Batch | None:
+                found = await find_batches(
+                    self.client, [dispatch_id], not_before=current.planned_at
+                )
+                batch: Batch | None = found.get(dispatch_id)
+                return batch
+
+            try:
+                batch = await self.submitter.create(
+                    file_id=entry.file_id,
+                    endpoint=entry.endpoint,
+                    metadata={
+                        METADATA_KEY: dispatch_id,
+                        "batchpipe_model": entry.model[:512],
+                        "batchpipe_requests": str(entry.request_count),
+                    },
+                    lookup=lookup,
+                    abort=self._is_aborting,
+                )
+            except Aborted:
+                await self._abandon(entry)
+                self._forget_file(dispatch_id)
+                return None
+            entry = entry.with_state("created", batch_id=batch.id)
+            await self._ledger_write(entry)
+            bound.info("dispatch.created", batch_id=batch.id)
+            crash_point("after_create")
+        if entry.state == "created":
+            assert entry.batch_id is not None and entry.file_id is not None
+            await self._publish(entry, submitted_at=int(time.time()))
+            crash_point("after_publish")
+            entry = entry.with_state("published")
+            await self._ledger_write(entry)
+            crash_point("before_commit")
+        self._forget_file(dispatch_id)
+        self.metrics.batches.labels(window.cut_reason or "flush").inc()
+        self.metrics.lines.observe(entry.request_count)
+        self.metrics.bytes.observe(entry.input_bytes)
+        self.metrics.latency.observe(time.monotonic() - started)
+        bound.info(
+            "batch.submitted",
+            batch_id=entry.batch_id,
+            requests=entry.request_count,
+            bytes=entry.input_bytes,
+            cut=window.cut_reason,
+        )
+        if generation is None or generation == self._generation:
+            self.offsets.done_many(window.positions)
+        await self.commit_now()
+        return entry.batch_id
+
+    def _forget_file(self, dispatch_id: str) -> None:
+        path = self._files.pop(dispatch_id, None)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _is_aborting(self) -> bool:
+        return self._aborting
+
+    async def _abandon(self, entry: LedgerEntry) -> None:
+        await self._ledger_write(entry.with_state("abandoned"))
+        log.info("dispatch.abandoned", dispatch_id=entry.dispatch_id)
+
+    async def _ledger_write(self, entry: LedgerEntry) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.ledger.write(entry)
+                return
+            except KafkaError as exc:
+                log.warning("ledger.write_retry", attempt=attempt, error=repr(exc))
+                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                attempt += 1
+
+    async def _publish(self, entry: LedgerEntry, *, submitted_at: int) -> None:
+        assert entry.batch_id is not None and entry.file_id is not None
+        record = BatchRecord(
+            batch_id=entry.batch_id,
+            input_file_id=entry.file_id,
+            endpoint=entry.endpoint,
+            model=entry.model,
+            request_count=entry.request_count,
+            dispatch_id=entry.dispatch_id,
+            attempts=entry.attempts,
+            input_bytes=entry.input_bytes,
+            window_opened_at=entry.window_opened_at,
+            submitted_at=submitted_at,
+        )
+        await self._send(self.settings.batches_topic, encode(record), key_bytes(entry.batch_id))
+
+    # --- commits ------------------------------------------------------------------------
+
+    async def commit_now(self) -> None:
+        offsets = {tp: o for tp, o in self.offsets.committable().items() if tp in self.assigned}
+        if not offsets:
+            return
+        try:
+            if await self._commit(offsets):
+                self.offsets.committed(offsets)
+        except Exception as exc:  # a failed commit only means a replay, which the ledger skips
+            log.warning("dispatcher.commit_failed", error=repr(exc))
+
+    # --- rebalancing --------------------------------------------------------------------
+
+    async def on_revoked(self, revoked: Iterable[TP]) -> None:
+        """Before the partitions move: drop what is buffered, finish what is in flight."""
+        revoked = set(revoked)
+        self.ready.clear()
+        self._generation += 1
+        self._aborting = True
+        dropped = len(self.windows)
+        self.windows.drop_partitions({*revoked, *self.assigned, *self._tracked_tps()})
+        while not self.queue.empty():
+            _gen, window = self.queue.get_nowait()
+            dropped += window.count
+        await self._idle.wait()
+        self._aborting = False
+        await self.commit_now()
+        self.offsets.forget(self._tracked_tps())
+        self.assigned = set()
+        self.metrics.buffered.set(0)
+        log.info("dispatcher.revoked", partitions=len(revoked), dropped_requests=dropped)
+
+    def _tracked_tps(self) -> set[TP]:
+        return set(self.offsets._parts)
+
+    async def on_assigned(self, assigned: Iterable[TP]) -> None:
+        """After the rebalance: read the ledger back and reconcile it, then start consuming."""
+        self.assigned = set(assigned)
+        attempt = 0
+        while True:
+            try:
+                await self.ledger.load()
+                await self.reconcile(self.assigned)
+                break
+            except Exception as exc:
+                log.warning("ledger.reconcile_retry", attempt=attempt, error=repr(exc))
+                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                attempt += 1
+        self.ready.set()
+        log.info("dispatcher.assigned", partitions=sorted(self.assigned))
+
+    async def reconcile(self, tps: Iterable[TP]) -> dict[str, str]:
+        """Resolve unfinished ledger entries covering ``tps`` against OpenAI: re-publish the
+        batch a dispatch created, or mark it abandoned. Never creates a batch."""
+        pending = self.ledger.state.unfinished(tps)
+        outcome: dict[str, str] = {}
+        if not pending:
+            return outcome
+        found: dict[str, Any] = await find_batches(
+            self.client,
+            [e.dispatch_id for e in pending],
+            not_before=min(e.planned_at for e in pending),
+        )
+        for entry in pending:
+            batch = found.get(entry.dispatch_id)
+            if batch is None and entry.batch_id is not None:
+                batch = await self.client.batches.retrieve(entry.batch_id)
+            if batch is None:
+                await self._abandon(entry)
+                outcome[entry.dispatch_id] = "abandoned"
+            else:
+                created = entry.with_state(
+                    "created", batch_id=batch.id, file_id=entry.file_id or batch.input_file_id
+                )
+                await self._publish(created, submitted_at=int(batch.created_at))
+                await self._ledger_write(created.with_state("published"))
+                outcome[entry.dispatch_id] = "republished"
+            self.metrics.reconciled.labels(outcome[entry.dispatch_id]).inc()
+            log.info(
+                "ledger.reconciled",
+                dispatch_id=entry.dispatch_id,
+                state=entry.state,
+                outcome=outcome[entry.dispatch_id],
+                batch_id=getattr(batch, "id", None),
+            )
+        return outcome

@@ -1,0 +1,204 @@
+"""The dispatcher's Faust app: one agent over the requests topic, a timer, rebalance hooks.
+
+Run with ``batchpipe dispatcher`` or ``faust -A services.dispatcher.app worker -l info``
+(settings from ``BATCHPIPE_*``; the app id ``BATCHPIPE_DISPATCHER_GROUP_ID`` is the consumer
+group, so several workers share the partitions). Faust's web server on
+``BATCHPIPE_DISPATCHER_WEB_PORT`` serves ``/healthz``, ``/readyz`` and ``/metrics``.
+
+The requests topic is declared with ``acks=False``: Faust never acks or commits it; the
+``Dispatcher`` commits its own contiguous "done" watermark (see ``agent.py`` and ``offsets.py``
+for why Faust's ``take()``/ack/commit path cannot be trusted here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+from faust.types import TP as FaustTP
+from faust.web import Request, Response, View
+
+from services.dispatcher.agent import Dispatcher, Incoming
+from services.dispatcher.ledger import Ledger
+from services.dispatcher.metrics import Metrics
+from services.dispatcher.window import TP
+from shared.kafka import ensure_topics, faust_broker_config, make_producer
+from shared.logs import get_logger
+from shared.openai_client import make_openai
+from shared.settings import Settings, load_settings
+
+log = get_logger(__name__)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+
+
+class Runtime:
+    """The dispatcher and its clients, started lazily inside Faust's event loop."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = Metrics()
+        self.dispatcher: Dispatcher | None = None
+        self._lock = asyncio.Lock()
+        self._submitter: asyncio.Task[None] | None = None
+
+    async def commit(self, offsets: dict[TP, int]) -> bool:
+        faust_offsets = {FaustTP(topic, partition): o for (topic, partition), o in offsets.items()}
+        # The driver's plain commit of explicit offsets (filtered to the current assignment);
+        # Faust's public commit() only commits acked offsets, and acks are off for this topic.
+        committed: bool = await self.app.consumer._commit(faust_offsets)
+        return committed
+
+    async def get(self) -> Dispatcher:
+        async with self._lock:
+            if self.dispatcher is None:
+                await ensure_topics(self.settings)
+                producer = make_producer(self.settings)
+                await producer.start()
+                ledger = Ledger(self.settings)
+                await ledger.start()
+                self.dispatcher = Dispatcher(
+                    self.settings,
+                    producer=producer,
+                    ledger=ledger,
+                    client=make_openai(self.settings),
+                    commit=self.commit,
+                    metrics=self.metrics,
+                )
+                self._submitter = asyncio.create_task(self.dispatcher.run_submitter())
+                log.info(
+                    "dispatcher.started",
+                    requests_topic=self.settings.requests_topic,
+                    ledger_topic=ledger.topic,
+                    group=self.settings.dispatcher_group_id,
+                )
+            return self.dispatcher
+
+    async def stop(self) -> None:
+        if self._submitter is not None:
+            self._submitter.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.producer.stop()
+            await self.dispatcher.ledger.stop()
+            await self.dispatcher.client.close()
+
+
+def create_app(settings: Settings) -> faust.App:
+    datadir = settings.dispatcher_data_dir or tempfile.mkdtemp(prefix="batchpipe-dispatcher-")
+    app = faust.App(
+        settings.dispatcher_group_id,
+        **faust_broker_config(settings),
+        autodiscover=False,
+        datadir=str(datadir),
+        web_enabled=True,
+        web_host=settings.http_host,
+        web_port=settings.dispatcher_web_port,
+        topic_disable_leader=True,
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_max_request_size=4 * 1024 * 1024,
+        consumer_max_fetch_size=4 * 1024 * 1024,
+    )
+    runtime = Runtime(app, settings)
+    app.dispatcher_runtime = runtime  # for tests and introspection
+    requests = app.topic(
+        settings.requests_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        acks=False,
+    )
+
+    @app.agent(requests, name="dispatch")
+    async def dispatch(stream: faust.Stream) -> None:
+        dispatcher = await runtime.get()
+        async for event in stream.events():
+            message = event.message
+            generation = message.generation_id
+
+            def stale(generation: int = generation) -> bool:
+                return generation != app.consumer_generation_id
+
+            await dispatcher.handle(
+                Incoming(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    headers=_headers(message.headers),
+                ),
+                is_stale=stale,
+            )
+
+    interval = max(0.05, min(1.0, settings.batch_max_wait_seconds / 4))
+
+    @app.timer(interval, name="dispatcher-window-timer")
+    async def cut_due_windows() -> None:
+        dispatcher = await runtime.get()
+        await dispatcher.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: set[FaustTP], **_: Any) -> None:
+        dispatcher = await runtime.get()
+        mine = {(tp.topic, tp.partition) for tp in revoked if tp.topic == settings.requests_topic}
+        await dispatcher.on_revoked(mine)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[FaustTP], **_: Any) -> None:
+        dispatcher = await runtime.get()
+        mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic == settings.requests_topic}
+        await dispatcher.on_assigned(mine)
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: Any, **_: Any) -> None:
+        await runtime.stop()
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok"})
+
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            d = runtime.dispatcher
+            ok = d is not None and d.ready.is_set()
+            return self.json({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            return self.bytes(
+                generate_latest(runtime.metrics.registry), content_type=CONTENT_TYPE_LATEST
+            )
+
+    return app
+
+
+_app: faust.App | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``services.dispatcher.app.app`` (for ``faust -A``) is built on first access, from the
+    environment, so importing this module has no side effects."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app(load_settings())
+        return _app
+    raise AttributeError(name)

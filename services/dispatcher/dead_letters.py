@@ -1,0 +1,124 @@
+"""Validation of incoming ``requests`` messages and what to do with the invalid ones.
+
+``classify(value, max_line_bytes)`` is pure: it returns either a ``Valid`` request (its exact
+JSONL line, re-encoded with orjson on one line, plus endpoint, model and custom_id) or an
+``Invalid`` reason. It applies the rules of ``shared.contracts.RequestLine`` (the one schema),
+with a fast path for well-formed lines and the pydantic model as the authority for the rest:
+
+=================  ==========================================================
+reason             meaning
+=================  ==========================================================
+``not_json``       the value is not JSON (or not UTF-8)
+``not_batch_line`` JSON, but not an OpenAI batch line (missing/extra fields...)
+``url_not_allowed`` ``url`` is not one of the Batch API endpoints
+``stream``         ``body.stream`` is true
+``no_model``       ``body.model`` is missing or empty
+``oversize``       the line alone is larger than ``BATCH_MAX_BYTES``
+=================  ==========================================================
+
+``dead_letter(...)`` builds the ``dead-letters`` message with ``DeadLetter.of`` (the raw value
+is kept, truncated to 64 KiB). The agent publishes it, waits for the broker's ack, and only then
+counts the request's offset as done: the dispatcher never crashes or stalls on its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from shared.contracts import ENDPOINTS, DeadLetter, RequestLine, is_valid_custom_id
+
+SERVICE: Final = "dispatcher"
+_FIELDS: Final = frozenset({"custom_id", "method", "url", "body"})
+
+
+@dataclass(frozen=True, slots=True)
+class Valid:
+    custom_id: str
+    endpoint: str
+    model: str
+    line: bytes  # the exact JSONL line, ending in b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    reason: str
+    detail: str
+
+
+def classify(value: bytes | None, max_line_bytes: int) -> Valid | Invalid:
+    """Decide whether a raw ``requests`` value can go into a batch."""
+    if value is None:
+        return Invalid("not_json", "empty value")
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Invalid("not_json", str(exc))
+    if not isinstance(parsed, dict):
+        return Invalid("not_batch_line", "not a JSON object")
+    reason = _fast_check(parsed)
+    if reason is not None:
+        return reason
+    parsed.setdefault("method", "POST")
+    line = orjson.dumps(parsed, option=orjson.OPT_APPEND_NEWLINE)
+    if len(line) > max_line_bytes:
+        return Invalid("oversize", f"line of {len(line)} bytes > BATCH_MAX_BYTES={max_line_bytes}")
+    return Valid(
+        custom_id=parsed["custom_id"],
+        endpoint=parsed["url"],
+        model=parsed["body"]["model"],
+        line=line,
+    )
+
+
+def _fast_check(parsed: dict[str, Any]) -> Invalid | None:
+    body = parsed.get("body")
+    if isinstance(body, dict):
+        if body.get("stream") is True:
+            return Invalid("stream", "body.stream=true is not supported by the Batch API")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return Invalid("no_model", "body.model is required (a non-empty string)")
+    url = parsed.get("url")
+    if isinstance(url, str) and url not in ENDPOINTS:
+        return Invalid("url_not_allowed", f"url {url[:100]!r} is not a Batch API endpoint")
+    custom_id = parsed.get("custom_id")
+    if (
+        isinstance(body, dict)
+        and isinstance(url, str)
+        and isinstance(custom_id, str)
+        and is_valid_custom_id(custom_id)
+        and parsed.get("method", "POST") == "POST"
+        and set(parsed) <= _FIELDS
+    ):
+        return None
+    # Slow path: the contract model explains what is wrong.
+    try:
+        RequestLine.model_validate(parsed)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return Invalid("not_batch_line", f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+    return None  # pragma: no cover (the fast path accepts all that the model accepts)
+
+
+def dead_letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    invalid: Invalid,
+) -> DeadLetter:
+    return DeadLetter.of(
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value,
+        reason=f"{invalid.reason}: {invalid.detail}"[:1000],
+        service=SERVICE,
+    )

@@ -1,0 +1,51 @@
+"""The batch input file: a window's lines written as JSONL to a temporary file.
+
+The lines are already the exact orjson-encoded bytes (``dead_letters.classify`` made them), so
+writing is a plain streamed copy in chunks; afterwards the window releases its lines, so the
+requests are never held twice in memory (lines + file contents). ``write_jsonl_async`` runs the
+file I/O in a thread to keep the event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+CHUNK_LINES = 1024
+
+
+def write_jsonl(
+    lines: Sequence[bytes], directory: Path | None = None, prefix: str = "batch-"
+) -> Path:
+    """Write ``lines`` (each ending in ``\\n``) to a new temp file; return its path."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".jsonl", dir=directory)
+    try:
+        with os.fdopen(fd, "wb", buffering=1024 * 1024) as out:
+            for start in range(0, len(lines), CHUNK_LINES):
+                out.writelines(lines[start : start + CHUNK_LINES])
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+async def write_jsonl_async(
+    lines: Sequence[bytes], directory: Path | None = None, prefix: str = "batch-"
+) -> Path:
+    return await asyncio.to_thread(write_jsonl, lines, directory, prefix)
+
+
+def jsonl_size(lines: Sequence[bytes]) -> int:
+    return sum(len(line) for line in lines)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,303 @@
+"""The dispatch ledger: durable, exactly-once submission of windows as OpenAI batches.
+
+Why: the openai SDK sends no idempotency key, so a replayed window (after ``kill -9``, a
+rebalance, a retried ``batches.create``) would otherwise bill the same requests twice.
+
+What: a compacted Kafka topic (``BATCHPIPE_DISPATCHER_LEDGER_TOPIC``, default
+``<requests topic>.dispatch-ledger``, one partition, key = ``dispatch_id``). Each record is the
+latest state of one dispatch::
+
+    planned -> uploaded(file_id) -> created(batch_id) -> published      (or -> abandoned)
+
+and carries the *coverage* of the dispatch: the exact Kafka offsets, per (topic, partition), of
+the requests in the window (as ranges). ``dispatch_id`` is a deterministic hash of those
+positions and custom_ids, and goes into the batch's ``metadata.batchpipe_dispatch_id``.
+
+The protocol (``agent.py`` drives it):
+
+1. ``planned`` is written (acks=all) BEFORE the file is uploaded; ``uploaded`` and ``created``
+   after each step; the batch record is published to ``batches``; then ``published``; only then
+   do the window's offsets count as done and get committed.
+2. On start and after every rebalance the worker reads the whole ledger back, then *reconciles*
+   every unfinished entry (state planned/uploaded/created) that covers one of its partitions
+   against OpenAI: a batch whose ``metadata.batchpipe_dispatch_id`` matches (``GET /batches``
+   listing, or ``retrieve`` when the batch id is known) is re-published (same batch id, so the
+   poller sees the same key again) and the entry becomes ``published``; if OpenAI has no such
+   batch, no batch was created, and the entry becomes ``abandoned``. Reconciliation never
+   creates a batch.
+3. While consuming, a request whose (topic, partition, offset) is covered by a ledger entry
+   that is not abandoned is *skipped* (it is already in a batch). Replayed streams re-form
+   windows differently (time cuts!), so coverage is per offset, not per window boundary.
+4. ``batches.create`` itself is called with the SDK's retries off; after any failure the worker
+   looks the dispatch up by metadata before trying again, so a create that reached OpenAI but
+   whose answer was lost is never repeated.
+5. Before the rebalance completes (Faust's ``on_partitions_revoked`` is awaited, and aiokafka's
+   eager protocol revokes before anyone is assigned), the old owner finishes its in-flight
+   dispatch, or abandons it if ``create`` was not attempted yet, so two owners never race.
+
+``LedgerState`` is the pure in-memory view (with a per-partition interval index for coverage
+lookups); ``Ledger`` adds the Kafka reads and writes; ``find_batches`` the OpenAI listing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+from openai import AsyncOpenAI
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
+from shared.logs import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+State = Literal["planned", "uploaded", "created", "published", "abandoned"]
+UNFINISHED: frozenset[str] = frozenset({"planned", "uploaded", "created"})
+TP = tuple[str, int]
+Position = tuple[str, int, int]
+METADATA_KEY = "batchpipe_dispatch_id"
+
+
+class LedgerEntry(BaseModel):
+    """The latest state of one dispatch (internal to the dispatcher, not a topic contract)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    dispatch_id: str
+    state: State
+    endpoint: str
+    model: str
+    request_count: int
+    input_bytes: int
+    window_opened_at: float
+    attempts: dict[str, int] = Field(default_factory=dict)
+    # "topic:partition" -> flat list [start0, end0, start1, end1, ...] (inclusive ranges)
+    coverage: dict[str, list[int]]
+    file_id: str | None = None
+    batch_id: str | None = None
+    create_attempted: bool = False
+    planned_at: float
+    updated_at: float
+    worker: str = ""
+
+    def with_state(self, state: State, **changes: Any) -> LedgerEntry:
+        return self.model_copy(update={"state": state, "updated_at": time.time(), **changes})
+
+    def tps(self) -> set[TP]:
+        return {_parse_tp(k) for k in self.coverage}
+
+    def ranges(self) -> Iterable[tuple[TP, int, int]]:
+        for key, flat in self.coverage.items():
+            tp = _parse_tp(key)
+            for i in range(0, len(flat), 2):
+                yield tp, flat[i], flat[i + 1]
+
+
+def _tp_key(tp: TP) -> str:
+    return f"{tp[0]}:{tp[1]}"
+
+
+def _parse_tp(key: str) -> TP:
+    topic, _, partition = key.rpartition(":")
+    return topic, int(partition)
+
+
+def to_ranges(offsets: Sequence[int]) -> list[int]:
+    """Ascending offsets -> flat inclusive ranges ``[s0, e0, s1, e1, ...]``."""
+    flat: list[int] = []
+    for offset in offsets:
+        if flat and offset == flat[-1] + 1:
+            flat[-1] = offset
+        else:
+            flat.extend((offset, offset))
+    return flat
+
+
+def coverage_of(positions: Iterable[Position]) -> dict[str, list[int]]:
+    per_tp: dict[TP, list[int]] = {}
+    for topic, partition, offset in positions:
+        per_tp.setdefault((topic, partition), []).append(offset)
+    return {_tp_key(tp): to_ranges(sorted(offs)) for tp, offs in sorted(per_tp.items())}
+
+
+def dispatch_id_for(positions: Sequence[Position], custom_ids: Iterable[str]) -> str:
+    """Deterministic id of a window: the same requests give the same id."""
+    digest = hashlib.sha256()
+    for topic, partition, offset in sorted(positions):
+        digest.update(f"{topic}\x00{partition}\x00{offset}\n".encode())
+    digest.update(b"\x01")
+    for custom_id in sorted(custom_ids):
+        digest.update(custom_id.encode() + b"\n")
+    return "dsp_" + digest.hexdigest()[:32]
+
+
+class LedgerState:
+    """In-memory ledger: entries by id, and an index (topic, partition) -> covering ranges."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, LedgerEntry] = {}
+        # per tp: sorted starts, and parallel (end, dispatch_id)
+        self._starts: dict[TP, list[int]] = {}
+        self._spans: dict[TP, list[tuple[int, str]]] = {}
+
+    def apply(self, entry: LedgerEntry | None, dispatch_id: str | None = None) -> None:
+        """Apply a record (``None`` = tombstone of ``dispatch_id``)."""
+        key = entry.dispatch_id if entry is not None else dispatch_id
+        if key is None:
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self._unindex(old)
+        if entry is not None:
+            self.entries[key] = entry
+            if entry.state != "abandoned":
+                self._index(entry)
+
+    def _index(self, entry: LedgerEntry) -> None:
+        for tp, start, end in entry.ranges():
+            starts = self._starts.setdefault(tp, [])
+            spans = self._spans.setdefault(tp, [])
+            i = bisect.bisect_right(starts, start)
+            starts.insert(i, start)
+            spans.insert(i, (end, entry.dispatch_id))
+
+    def _unindex(self, entry: LedgerEntry) -> None:
+        for tp, start, _end in entry.ranges():
+            starts = self._starts.get(tp)
+            spans = self._spans.get(tp)
+            if not starts or spans is None:
+                continue
+            lo = bisect.bisect_left(starts, start)
+            hi = bisect.bisect_right(starts, start)
+            for i in range(lo, hi):
+                if spans[i][1] == entry.dispatch_id:
+                    del starts[i]
+                    del spans[i]
+                    break
+
+    def covering(self, tp: TP, offset: int) -> str | None:
+        """The dispatch (not abandoned) that holds this request, if any."""
+        starts = self._starts.get(tp)
+        if not starts:
+            return None
+        spans = self._spans[tp]
+        # ranges of live dispatches never overlap: a request is in at most one of them
+        i = bisect.bisect_right(starts, offset) - 1
+        if i >= 0 and spans[i][0] >= offset:
+            return spans[i][1]
+        return None
+
+    def unfinished(self, tps: Iterable[TP] | None = None) -> list[LedgerEntry]:
+        wanted = set(tps) if tps is not None else None
+        return [
+            e
+            for e in self.entries.values()
+            if e.state in UNFINISHED and (wanted is None or e.tps() & wanted)
+        ]
+
+
+def ledger_topic(settings: Settings) -> str:
+    return settings.dispatcher_ledger_topic or f"{settings.requests_topic}.dispatch-ledger"
+
+
+def encode_entry(entry: LedgerEntry) -> bytes:
+    return orjson.dumps(entry.model_dump(mode="json"))
+
+
+def decode_entry(value: bytes) -> LedgerEntry:
+    return LedgerEntry.model_validate(orjson.loads(value))
+
+
+class Ledger:
+    """The ledger topic: ``load()`` reads it to its end, ``write()`` appends (acks=all)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = ledger_topic(settings)
+        self.state = LedgerState()
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        spec = TopicSpec(
+            self.topic,
+            1,
+            self.settings.topic_replication_factor,
+            {"cleanup.policy": "compact", "max.message.bytes": str(8 * 1024 * 1024)},
+        )
+        await ensure_topics(self.settings, [spec])
+        self._producer = make_producer(self.settings, max_request_size=8 * 1024 * 1024)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def write(self, entry: LedgerEntry) -> None:
+        assert self._producer is not None, "Ledger.start() first"
+        await self._producer.send_and_wait(
+            self.topic, encode_entry(entry), key=entry.dispatch_id.encode()
+        )
+        self.state.apply(entry)
+
+    async def load(self) -> LedgerState:
+        """Read the whole ledger (to the end offset at call time) into a fresh state."""
+        state = LedgerState()
+        consumer = make_consumer(
+            self.settings,
+            group_id=None,
+            isolation_level="read_committed",
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.value is None:
+                        state.apply(None, record.key.decode() if record.key else None)
+                    else:
+                        try:
+                            state.apply(decode_entry(record.value))
+                        except ValueError:
+                            log.warning("ledger.bad_record", offset=record.offset)
+        finally:
+            await consumer.stop()
+        self.state = state
+        return state
+
+
+async def find_batches(
+    client: AsyncOpenAI, dispatch_ids: Iterable[str], *, not_before: float | None = None
+) -> dict[str, Any]:
+    """Map dispatch_id -> OpenAI batch, by the listing's ``metadata.batchpipe_dispatch_id``.
+
+    The listing is newest first; it stops when every id is found or the batches get older than
+    ``not_before`` (minus a margin for clock skew)."""
+    wanted = set(dispatch_ids)
+    found: dict[str, Any] = {}
+    if not wanted:
+        return found
+    floor = None if not_before is None else not_before - 3600
+    async for batch in client.batches.list(limit=100):
+        metadata: Mapping[str, str] = batch.metadata or {}
+        dispatch_id = metadata.get(METADATA_KEY)
+        if dispatch_id in wanted and dispatch_id not in found:
+            found[dispatch_id] = batch
+            if len(found) == len(wanted):
+                break
+        if floor is not None and batch.created_at < floor:
+            break
+    return found

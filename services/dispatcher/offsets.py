@@ -1,0 +1,88 @@
+"""Which consumed offsets may be committed: a contiguous "done" watermark per partition.
+
+Pure. Every consumed request is ``seen`` (in offset order, per partition) and later ``done``:
+its batch record was published, or its dead letter acknowledged, or it was a dropped duplicate,
+or the ledger shows it is already in a batch. ``committable()`` gives, per partition, the offset
+to commit: the lowest offset that is *not* done yet (or one past the last seen).
+
+This is what Faust's own ack bookkeeping does not guarantee here: windows per
+(endpoint, model) finish out of order, and faust-streaming 0.15's
+``Consumer._new_offset`` commits past an unacked offset in two cases (the first acked offset is
+exactly one above the committed one, or nothing was committed yet for the partition). So the
+dispatcher disables Faust acks for the requests topic and commits this watermark itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+TP = tuple[str, int]
+
+
+class _Partition:
+    __slots__ = ("done", "last_seen", "pending")
+
+    def __init__(self) -> None:
+        self.pending: deque[int] = deque()  # seen, ascending
+        self.done: set[int] = set()  # subset of pending that is done (out of order)
+        self.last_seen: int | None = None
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._parts: dict[TP, _Partition] = {}
+        self._committed: dict[TP, int] = {}
+
+    def seen(self, tp: TP, offset: int) -> bool:
+        """Track a consumed offset; False if it was already seen (a redelivery to ignore)."""
+        part = self._parts.setdefault(tp, _Partition())
+        if part.last_seen is not None and offset <= part.last_seen:
+            return False
+        part.last_seen = offset
+        part.pending.append(offset)
+        return True
+
+    def done(self, tp: TP, offset: int) -> None:
+        part = self._parts.get(tp)
+        if part is None:
+            return  # the partition was revoked meanwhile
+        part.done.add(offset)
+        pending = part.pending
+        while pending and pending[0] in part.done:
+            part.done.discard(pending.popleft())
+
+    def done_many(self, positions: Iterable[tuple[str, int, int]]) -> None:
+        for topic, partition, offset in positions:
+            self.done((topic, partition), offset)
+
+    def watermark(self, tp: TP) -> int | None:
+        part = self._parts.get(tp)
+        if part is None or part.last_seen is None:
+            return None
+        return part.pending[0] if part.pending else part.last_seen + 1
+
+    def committable(self) -> dict[TP, int]:
+        """Offsets to commit now: only partitions whose watermark moved since the last call
+        to ``committed``."""
+        out: dict[TP, int] = {}
+        for tp in self._parts:
+            mark = self.watermark(tp)
+            if mark is not None and mark > self._committed.get(tp, -1):
+                out[tp] = mark
+        return out
+
+    def committed(self, offsets: dict[TP, int]) -> None:
+        self._committed.update(offsets)
+
+    def pending_count(self, tp: TP | None = None) -> int:
+        parts = [self._parts[tp]] if tp is not None and tp in self._parts else []
+        if tp is None:
+            parts = list(self._parts.values())
+        return sum(len(p.pending) for p in parts)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Drop partitions (revoked): their next owner starts from the committed offset."""
+        for tp in tps:
+            self._parts.pop(tp, None)
+            self._committed.pop(tp, None)

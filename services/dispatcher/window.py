@@ -1,0 +1,203 @@
+"""Windowing: group valid request lines into batches, one open window per (endpoint, model).
+
+Pure and synchronous (no Kafka, no I/O): the agent feeds it lines, the timer asks it for due
+windows, and it hands back ``Window`` objects that are ready to submit. A window is cut when
+
+- it holds ``max_requests`` lines (OpenAI allows at most 50,000),
+- adding the next line would make its JSONL exceed ``max_bytes`` (the window is cut *first*,
+  the line opens the next window), counting the exact bytes of each encoded line incl. ``\\n``,
+- ``max_wait`` seconds have passed since its first request (``due()``, by the injectable clock).
+
+A line whose ``custom_id`` is already in the open window of its group is a duplicate: it is
+dropped and counted, never sent twice. Every window remembers the Kafka position
+``(topic, partition, offset)`` of every request it holds (dropped duplicates are reported back
+to the caller so their offsets can be released).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+GroupKey = tuple[str, str]  # (endpoint, model)
+TP = tuple[str, int]  # (topic, partition)
+Position = tuple[str, int, int]  # (topic, partition, offset)
+CutReason = Literal["count", "bytes", "time", "flush"]
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Window:
+    """The requests of one future batch. ``lines`` are the exact JSONL lines (with ``\\n``)."""
+
+    endpoint: str
+    model: str
+    opened_at: float  # clock time of the first request (for the time limit)
+    opened_at_unix: float  # wall time of the first request (for the BatchRecord)
+    lines: list[bytes] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
+    custom_ids: set[str] = field(default_factory=set)
+    attempts: dict[str, int] = field(default_factory=dict)  # only attempts > 0
+    nbytes: int = 0
+    cut_reason: CutReason | None = None
+    cut_at: float | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def age(self) -> float:
+        """Seconds between the first request and the cut (0 while open)."""
+        return 0.0 if self.cut_at is None else max(0.0, self.cut_at - self.opened_at)
+
+    def covered(self) -> dict[TP, list[int]]:
+        """The offsets this window holds, per (topic, partition), ascending."""
+        out: dict[TP, list[int]] = {}
+        for topic, partition, offset in self.positions:
+            out.setdefault((topic, partition), []).append(offset)
+        for offsets in out.values():
+            offsets.sort()
+        return out
+
+    def release_lines(self) -> None:
+        """Drop the encoded lines once they are on disk (memory is not held twice)."""
+        self.lines = []
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    cut: list[Window]
+    duplicate: bool = False
+
+
+class Windows:
+    """The open windows, keyed by (endpoint, model)."""
+
+    def __init__(
+        self,
+        *,
+        max_requests: int,
+        max_bytes: int,
+        max_wait: float,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        if max_requests < 1 or max_bytes < 1 or max_wait <= 0:
+            raise ValueError("window limits must be positive")
+        self.max_requests = max_requests
+        self.max_bytes = max_bytes
+        self.max_wait = max_wait
+        self._clock = clock
+        self._wall = wall_clock
+        self._open: dict[GroupKey, Window] = {}
+        self.duplicates = 0
+
+    def __len__(self) -> int:
+        return sum(w.count for w in self._open.values())
+
+    @property
+    def open_windows(self) -> list[Window]:
+        return list(self._open.values())
+
+    def add(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        custom_id: str,
+        line: bytes,
+        position: Position,
+        attempt: int = 0,
+    ) -> AddResult:
+        """Add one encoded line; return the windows this cut (0, 1 or 2) or a duplicate flag."""
+        if len(line) > self.max_bytes:
+            raise ValueError(f"line of {len(line)} bytes exceeds max_bytes={self.max_bytes}")
+        key = (endpoint, model)
+        cut: list[Window] = []
+        window = self._open.get(key)
+        if window is not None and custom_id in window.custom_ids:
+            self.duplicates += 1
+            return AddResult(cut=[], duplicate=True)
+        if window is not None and window.nbytes + len(line) > self.max_bytes:
+            cut.append(self._cut(key, "bytes"))
+            window = None
+        if window is None:
+            window = Window(
+                endpoint=endpoint,
+                model=model,
+                opened_at=self._clock(),
+                opened_at_unix=self._wall(),
+            )
+            self._open[key] = window
+        window.lines.append(line)
+        window.positions.append(position)
+        window.custom_ids.add(custom_id)
+        if attempt > 0:
+            window.attempts[custom_id] = attempt
+        window.nbytes += len(line)
+        if window.count >= self.max_requests:
+            cut.append(self._cut(key, "count"))
+        return AddResult(cut=cut)
+
+    def due(self) -> list[Window]:
+        """Cut and return every window whose first request is ``max_wait`` seconds old."""
+        now = self._clock()
+        keys = [k for k, w in self._open.items() if now - w.opened_at >= self.max_wait]
+        return [self._cut(k, "time") for k in keys]
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the oldest open window is due (None when nothing is open)."""
+        if not self._open:
+            return None
+        now = self._clock()
+        return max(0.0, min(w.opened_at + self.max_wait - now for w in self._open.values()))
+
+    def flush(self) -> list[Window]:
+        """Cut every open window (used by tests and benchmarks)."""
+        return [self._cut(k, "flush") for k in list(self._open)]
+
+    def drop_partitions(self, tps: Iterable[TP]) -> list[Position]:
+        """Remove every request of these partitions from the open windows (on revocation:
+        the partitions' next owner reads them again). Returns the dropped positions."""
+        gone = set(tps)
+        dropped: list[Position] = []
+        for key, window in list(self._open.items()):
+            if not any((t, p) in gone for t, p, _ in window.positions):
+                continue
+            kept = Window(
+                endpoint=window.endpoint,
+                model=window.model,
+                opened_at=window.opened_at,
+                opened_at_unix=window.opened_at_unix,
+            )
+            for line, pos in zip(window.lines, window.positions, strict=True):
+                if (pos[0], pos[1]) in gone:
+                    dropped.append(pos)
+                    continue
+                custom_id = _custom_id_of(line)
+                kept.lines.append(line)
+                kept.positions.append(pos)
+                kept.custom_ids.add(custom_id)
+                if custom_id in window.attempts:
+                    kept.attempts[custom_id] = window.attempts[custom_id]
+                kept.nbytes += len(line)
+            if kept.lines:
+                self._open[key] = kept
+            else:
+                del self._open[key]
+        return dropped
+
+    def _cut(self, key: GroupKey, reason: CutReason) -> Window:
+        window = self._open.pop(key)
+        window.cut_reason = reason
+        window.cut_at = self._clock()
+        return window
+
+
+def _custom_id_of(line: bytes) -> str:
+    import orjson
+
+    value = orjson.loads(line)
+    return str(value["custom_id"])

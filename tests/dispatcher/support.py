@@ -1,0 +1,130 @@
+"""Helpers for the dispatcher's integration tests: run workers as processes, feed requests,
+read batch records back and check every request is in exactly one batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from shared.contracts import BatchRecord, attempt_headers, decode, key_bytes
+from shared.local_kafka import free_port
+from shared.openai_client import make_openai
+from shared.settings import Settings, settings_env
+
+BATCHPIPE = str(Path(sys.executable).with_name("batchpipe"))
+
+
+def request(custom_id: str, model: str = "gpt-4o-mini", pad: int = 0, **extra: Any) -> bytes:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"hello {custom_id}" + "x" * pad}],
+        "max_tokens": 5,
+    }
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    line.update(extra)
+    return orjson.dumps(line)
+
+
+async def produce(
+    producer: AIOKafkaProducer,
+    topic: str,
+    values: Iterable[tuple[str, bytes]],
+    *,
+    attempt: int = 0,
+) -> None:
+    futures = [
+        await producer.send(topic, value, key=key_bytes(key), headers=attempt_headers(attempt))
+        for key, value in values
+    ]
+    await asyncio.gather(*futures)
+
+
+class Worker:
+    """One ``batchpipe dispatcher`` process."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.web_port = free_port()
+        full = {**os.environ, **settings_env(settings), **env}
+        full["BATCHPIPE_DISPATCHER_WEB_PORT"] = str(self.web_port)
+        full.setdefault("BATCHPIPE_LOG_FORMAT", "console")
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [BATCHPIPE, "dispatcher"], env=full, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def dispatcher_settings(base: Settings, emulator: Any, **overrides: Any) -> Settings:
+    values = base.model_dump()
+    values.update(
+        openai_base_url=emulator.base_url,
+        openai_api_key=emulator.api_key,
+        dispatcher_group_id=f"dispatcher-{base.requests_topic}",
+        openai_max_retries=2,
+        log_level="INFO",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def read_batches(consumer: Any, timeout: float, *, until: Any) -> list[BatchRecord]:
+    """Read batch records until ``until(records)`` is true (or fail after ``timeout``)."""
+    records: list[BatchRecord] = []
+    deadline = time.monotonic() + timeout
+    while not until(records):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out with {len(records)} batch records: {records}")
+        got = await consumer.getmany(timeout_ms=500)
+        for part in got.values():
+            records.extend(decode(BatchRecord, r.value) for r in part)
+    return records
+
+
+async def custom_ids_of(settings: Settings, records: Iterable[BatchRecord]) -> list[str]:
+    """Every custom_id in the input files of these batches (one per line, with repeats)."""
+    client = make_openai(settings)
+    ids: list[str] = []
+    try:
+        for record in {r.batch_id: r for r in records}.values():
+            content = await client.files.content(record.input_file_id)
+            for line in content.content.splitlines():
+                if line.strip():
+                    ids.append(orjson.loads(line)["custom_id"])
+    finally:
+        await client.close()
+    return ids
