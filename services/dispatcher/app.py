@@ -19,6 +19,7 @@ from typing import Any
 
 import faust
 from faust.types import TP as FaustTP
+from faust.types import StreamT
 from faust.web import Request, Response, View
 
 from services.dispatcher.agent import Dispatcher, Incoming
@@ -55,7 +56,8 @@ class Runtime:
         faust_offsets = {FaustTP(topic, partition): o for (topic, partition), o in offsets.items()}
         # The driver's plain commit of explicit offsets (filtered to the current assignment);
         # Faust's public commit() only commits acked offsets, and acks are off for this topic.
-        committed: bool = await self.app.consumer._commit(faust_offsets)
+        consumer: Any = self.app.consumer
+        committed: bool = await consumer._commit(faust_offsets)
         return committed
 
     async def get(self) -> Dispatcher:
@@ -111,7 +113,6 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=4 * 1024 * 1024,
     )
     runtime = Runtime(app, settings)
-    app.dispatcher_runtime = runtime  # for tests and introspection
     requests = app.topic(
         settings.requests_topic,
         key_type=bytes,
@@ -122,13 +123,13 @@ def create_app(settings: Settings) -> faust.App:
     )
 
     @app.agent(requests, name="dispatch")
-    async def dispatch(stream: faust.Stream) -> None:
+    async def dispatch(stream: StreamT[Any]) -> None:
         dispatcher = await runtime.get()
         async for event in stream.events():
             message = event.message
             generation = message.generation_id
 
-            def stale(generation: int = generation) -> bool:
+            def stale(generation: int | None = generation) -> bool:
                 return generation != app.consumer_generation_id
 
             await dispatcher.handle(
@@ -145,25 +146,27 @@ def create_app(settings: Settings) -> faust.App:
 
     interval = max(0.05, min(1.0, settings.batch_max_wait_seconds / 4))
 
-    @app.timer(interval, name="dispatcher-window-timer")
+    @app.timer(interval, name="dispatcher-window-timer")  # type: ignore[untyped-decorator]
     async def cut_due_windows() -> None:
         dispatcher = await runtime.get()
         await dispatcher.tick()
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: set[FaustTP], **_: Any) -> None:
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        revoked: set[FaustTP] = args[0]
         dispatcher = await runtime.get()
         mine = {(tp.topic, tp.partition) for tp in revoked if tp.topic == settings.requests_topic}
         await dispatcher.on_revoked(mine)
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[FaustTP], **_: Any) -> None:
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        assigned: set[FaustTP] = args[0]
         dispatcher = await runtime.get()
         mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic == settings.requests_topic}
         await dispatcher.on_assigned(mine)
 
     @app.on_before_shutdown.connect
-    async def on_shutdown(sender: Any, **_: Any) -> None:
+    async def on_shutdown(sender: Any, /, *_args: Any, signal: Any, **_: Any) -> None:
         await runtime.stop()
 
     @app.page("/healthz")

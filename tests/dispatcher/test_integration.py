@@ -45,4 +45,3 @@ async def test_count_cut(
     got = await custom_ids_of(s, records)
     assert Counter(got) == Counter(ids)
     assert emulator.stats()["duplicate_custom_ids"] == 0
-    print(worker.log())
