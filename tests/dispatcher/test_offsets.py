@@ -1,0 +1,52 @@
+"""The commit watermark: out-of-order completion never commits past a pending request."""
+
+from __future__ import annotations
+
+from services.dispatcher.offsets import OffsetTracker
+
+TP = ("requests", 0)
+
+
+def test_out_of_order_windows_do_not_pass_a_buffered_request() -> None:
+    t = OffsetTracker()
+    for o in range(10):
+        assert t.seen(TP, o)
+    # window B (offsets 5..9, another model) finishes before window A (0..4)
+    for o in range(5, 10):
+        t.done(TP, o)
+    assert t.watermark(TP) == 0
+    assert t.committable() == {TP: 0}
+    # even with offset 0 done and 1 still pending (Faust's off-by-one case)
+    t.done(TP, 0)
+    assert t.committable() == {TP: 1}
+    t.committed({TP: 1})
+    for o in range(2, 5):
+        t.done(TP, o)
+    assert t.watermark(TP) == 1  # 1 is still pending
+    assert t.committable() == {}
+    t.done(TP, 1)
+    assert t.committable() == {TP: 10}
+
+
+def test_first_offset_not_zero_and_redelivery_ignored() -> None:
+    t = OffsetTracker()
+    assert t.seen(TP, 42)
+    assert not t.seen(TP, 42)
+    assert not t.seen(TP, 41)
+    assert t.committable() == {TP: 42}
+    t.done(TP, 42)
+    assert t.committable() == {TP: 43}
+    t.committed({TP: 43})
+    assert t.committable() == {}
+
+
+def test_partitions_are_independent_and_forgettable() -> None:
+    t = OffsetTracker()
+    t.seen(("r", 0), 0)
+    t.seen(("r", 1), 0)
+    t.done(("r", 1), 0)
+    assert t.committable() == {("r", 0): 0, ("r", 1): 1}
+    t.forget([("r", 0), ("r", 1)])
+    assert t.committable() == {}
+    t.done(("r", 0), 0)  # late completion of a revoked partition: ignored
+    assert t.pending_count() == 0

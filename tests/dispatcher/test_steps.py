@@ -1,0 +1,292 @@
+"""Unit tests of validation, the ledger's pure parts, retry timing and the JSONL writer,
+plus the faust-streaming behaviour that made the dispatcher manage its own commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from services.dispatcher.dead_letters import Invalid, Valid, classify, dead_letter
+from services.dispatcher.jsonl import write_jsonl
+from services.dispatcher.ledger import (
+    LedgerEntry,
+    LedgerState,
+    coverage_of,
+    decode_entry,
+    dispatch_id_for,
+    encode_entry,
+    to_ranges,
+)
+from services.dispatcher.submit import Aborted, Submitter, backoff, retry_after
+
+
+def req(**over: Any) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "custom_id": "a-1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    line.update(over)
+    return line
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def test_valid_line_is_reencoded_on_one_line() -> None:
+    raw = (
+        b'{\n  "custom_id": "a-1", "url": "/v1/embeddings",\n "body": {"model": "e", "input": "x"}}'
+    )
+    result = classify(raw, 10_000)
+    assert isinstance(result, Valid)
+    assert result.line.endswith(b"\n") and result.line.count(b"\n") == 1
+    assert orjson.loads(result.line)["method"] == "POST"
+    assert (result.endpoint, result.model, result.custom_id) == ("/v1/embeddings", "e", "a-1")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"not json", "not_json"),
+        (b"\xff\xfe", "not_json"),
+        (None, "not_json"),
+        (b"[1, 2]", "not_batch_line"),
+        (orjson.dumps({"custom_id": "a"}), "not_batch_line"),
+        (orjson.dumps(req(extra=1)), "not_batch_line"),
+        (orjson.dumps(req(custom_id="has space")), "not_batch_line"),
+        (orjson.dumps(req(method="GET")), "not_batch_line"),
+        (orjson.dumps(req(url="/v1/images")), "url_not_allowed"),
+        (orjson.dumps(req(body={"model": "m", "stream": True})), "stream"),
+        (orjson.dumps(req(body={"messages": []})), "no_model"),
+        (orjson.dumps(req(body={"model": ""})), "no_model"),
+        (orjson.dumps(req(body={"model": "m", "x": "y" * 5000})), "oversize"),
+    ],
+)
+def test_invalid_lines_have_a_reason(value: bytes | None, reason: str) -> None:
+    result = classify(value, 4096)
+    assert isinstance(result, Invalid), result
+    assert result.reason == reason
+
+
+def test_dead_letter_keeps_the_raw_value() -> None:
+    letter = dead_letter(
+        topic="requests",
+        partition=2,
+        offset=7,
+        key=b"k",
+        value=b"\xff",
+        invalid=Invalid("not_json", "bad"),
+    )
+    assert letter.reason.startswith("not_json")
+    assert (letter.partition, letter.offset, letter.value_encoding) == (2, 7, "base64")
+    assert letter.service == "dispatcher"
+
+
+# --- ledger (pure parts) ---------------------------------------------------------------------
+
+
+def test_ranges_and_coverage() -> None:
+    assert to_ranges([1, 2, 3, 7, 9, 10]) == [1, 3, 7, 7, 9, 10]
+    cov = coverage_of([("t", 1, 5), ("t", 0, 2), ("t", 0, 3), ("t", 1, 4)])
+    assert cov == {"t:0": [2, 3], "t:1": [4, 5]}
+
+
+def test_dispatch_id_is_deterministic_and_order_free() -> None:
+    a = dispatch_id_for([("t", 0, 1), ("t", 1, 5)], ["x", "y"])
+    b = dispatch_id_for([("t", 1, 5), ("t", 0, 1)], ["y", "x"])
+    c = dispatch_id_for([("t", 0, 1), ("t", 1, 6)], ["x", "y"])
+    assert a == b != c and a.startswith("dsp_")
+
+
+def entry(dispatch_id: str, positions: list[tuple[str, int, int]], state: str) -> LedgerEntry:
+    return LedgerEntry(
+        dispatch_id=dispatch_id,
+        state=state,
+        endpoint="/v1/chat/completions",  # type: ignore[arg-type]
+        model="m",
+        request_count=len(positions),
+        input_bytes=1,
+        window_opened_at=0.0,
+        coverage=coverage_of(positions),
+        planned_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def test_ledger_state_covering_transitions_and_tombstones() -> None:
+    s = LedgerState()
+    e1 = entry("d1", [("t", 0, 0), ("t", 0, 1), ("t", 0, 5)], "planned")
+    e2 = entry("d2", [("t", 0, 2), ("t", 0, 3), ("t", 1, 0)], "published")
+    s.apply(e1)
+    s.apply(e2)
+    assert [s.covering(("t", 0), o) for o in range(7)] == ["d1", "d1", "d2", "d2", None, "d1", None]
+    assert s.covering(("t", 1), 0) == "d2" and s.covering(("t", 2), 0) is None
+    assert [e.dispatch_id for e in s.unfinished([("t", 0)])] == ["d1"]
+    assert s.unfinished([("t", 1)]) == []
+    s.apply(e1.with_state("abandoned"))  # abandoned: its requests are free again
+    assert s.covering(("t", 0), 0) is None and s.unfinished() == []
+    s.apply(None, "d2")
+    assert s.covering(("t", 0), 2) is None and "d2" not in s.entries
+    assert decode_entry(encode_entry(e2)) == e2
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def status_error(code: int, headers: dict[str, str]) -> openai.APIStatusError:
+    request = httpx.Request("POST", "http://x/v1/files")
+    response = httpx.Response(code, headers=headers, request=request)
+    return openai.APIStatusError("err", response=response, body=None)
+
+
+def test_retry_after_headers() -> None:
+    assert retry_after(status_error(429, {"retry-after-ms": "1500"})) == 1.5
+    assert retry_after(status_error(429, {"retry-after": "3"})) == 3.0
+    assert retry_after(status_error(500, {})) is None
+    assert retry_after(ValueError()) is None
+    assert backoff(3, 0.5, 30, 2.0) == 2.0
+    assert 2.0 <= backoff(3, 0.5, 30, None) <= 4.0
+    assert backoff(50, 0.5, 30, None) <= 30
+
+
+class FakeFiles:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def create(self, **_: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise status_error(429, {"retry-after-ms": "10"})
+        return SimpleNamespace(id="file-1")
+
+
+class FakeBatches:
+    def __init__(self, outcomes: list[str]) -> None:
+        self.outcomes = outcomes
+        self.calls = 0
+
+    async def create(self, **_: Any) -> Any:
+        outcome = self.outcomes[self.calls]
+        self.calls += 1
+        if outcome == "lost":  # created, but the answer never arrived
+            raise openai.APIConnectionError(request=httpx.Request("POST", "http://x"))
+        if outcome == "429":
+            raise status_error(429, {})
+        return SimpleNamespace(id=f"batch-{self.calls}")
+
+
+class FakeClient:
+    def __init__(self, files: FakeFiles, batches: FakeBatches) -> None:
+        self.files = files
+        self.batches = batches
+
+    def with_options(self, **_: Any) -> FakeClient:
+        return self
+
+
+async def no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_upload_retries_until_it_succeeds(tmp_path: Path) -> None:
+    path = write_jsonl([b"{}\n"], tmp_path)
+    files = FakeFiles(failures=5)
+    s = Submitter(FakeClient(files, FakeBatches([])), sleep=no_sleep)  # type: ignore[arg-type]
+    assert await s.upload(path) == "file-1"
+    assert files.calls == 6
+
+
+async def test_upload_can_be_aborted(tmp_path: Path) -> None:
+    path = write_jsonl([b"{}\n"], tmp_path)
+    s = Submitter(FakeClient(FakeFiles(10), FakeBatches([])), sleep=no_sleep)  # type: ignore[arg-type]
+    with pytest.raises(Aborted):
+        await s.upload(path, abort=lambda: True)
+
+
+async def test_create_is_not_repeated_when_lookup_finds_the_batch() -> None:
+    batches = FakeBatches(["lost", "ok"])
+    s = Submitter(FakeClient(FakeFiles(0), batches), sleep=no_sleep)  # type: ignore[arg-type]
+    found = SimpleNamespace(id="batch-from-listing")
+
+    async def lookup() -> Any:
+        return found
+
+    batch = await s.create(file_id="f", endpoint="/v1/embeddings", metadata={}, lookup=lookup)
+    assert batch is found and batches.calls == 1
+
+
+async def test_create_retried_when_lookup_finds_nothing_and_never_aborted_after_trying() -> None:
+    batches = FakeBatches(["429", "lost", "ok"])
+    s = Submitter(FakeClient(FakeFiles(0), batches), sleep=no_sleep)  # type: ignore[arg-type]
+    lookups = 0
+
+    async def lookup() -> Any:
+        nonlocal lookups
+        lookups += 1
+        return None
+
+    aborting = False
+
+    def abort() -> bool:
+        return aborting
+
+    async def attempt() -> None:
+        nonlocal aborting
+        aborting = True  # revocation arrives right after the first attempt
+
+    batch = await s.create(
+        file_id="f",
+        endpoint="/v1/embeddings",
+        metadata={},
+        lookup=lookup,
+        abort=abort,
+        on_attempt=attempt,
+    )
+    assert batch.id == "batch-3" and lookups == 2
+
+
+def test_write_jsonl(tmp_path: Path) -> None:
+    lines = [b'{"a":%d}\n' % i for i in range(3000)]
+    path = write_jsonl(lines, tmp_path)
+    assert path.read_bytes() == b"".join(lines)
+
+
+# --- why faust acks are off for the requests topic ---------------------------------------------
+
+
+def faust_new_offset(acked: list[int], committed: int | None) -> int | None:
+    """Run faust-streaming's own Consumer._new_offset on a minimal consumer state."""
+    from faust.transport.consumer import Consumer
+
+    fake = SimpleNamespace(
+        _acked={"tp": list(acked)},
+        _gap=defaultdict(_EmptyTree),
+        _committed_offset={"tp": committed},
+        _acked_index=defaultdict(set),
+    )
+    result: int | None = Consumer._new_offset(fake, "tp")  # type: ignore[arg-type]
+    return result
+
+
+class _EmptyTree:
+    def __bool__(self) -> bool:
+        return False
+
+
+def test_faust_commits_past_an_unacked_offset() -> None:
+    """Documented faust-streaming 0.15 behaviour the dispatcher must not rely on: acked
+    offsets that are not contiguous with the committed one are still committed."""
+    # nothing committed yet for the partition: 0..4 buffered (unacked), 5..9 acked
+    assert faust_new_offset(list(range(5, 10)), None) == 10
+    # committed = 10 (next to read), offset 10 unacked, 11..12 acked: off by one
+    assert faust_new_offset([11, 12], 10) == 13

@@ -1,0 +1,178 @@
+"""Unit tests of the windowing step (no Kafka)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.dispatcher.window import Windows
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def line(custom_id: str, size: int = 0) -> bytes:
+    return (b'{"custom_id":"%s","x":"%s"}\n') % (custom_id.encode(), b"x" * size)
+
+
+def make(**kw: object) -> tuple[Windows, Clock]:
+    clock = Clock()
+    values: dict[str, object] = {"max_requests": 3, "max_bytes": 10_000, "max_wait": 60.0}
+    values.update(kw)
+    return Windows(clock=clock, wall_clock=clock, **values), clock  # type: ignore[arg-type]
+
+
+def add(w: Windows, cid: str, model: str = "m", offset: int = 0, size: int = 0) -> list:
+    res = w.add(
+        endpoint="/v1/chat/completions",
+        model=model,
+        custom_id=cid,
+        line=line(cid, size),
+        position=("t", 0, offset),
+    )
+    return res.cut
+
+
+def test_count_cut_keeps_positions() -> None:
+    w, _ = make()
+    assert add(w, "a", offset=5) == []
+    assert add(w, "b", offset=6) == []
+    cut = add(w, "c", offset=9)
+    assert len(cut) == 1
+    assert cut[0].cut_reason == "count"
+    assert cut[0].positions == [("t", 0, 5), ("t", 0, 6), ("t", 0, 9)]
+    assert cut[0].covered() == {("t", 0): [5, 6, 9]}
+    assert len(w) == 0
+
+
+def test_fifty_thousand_cap() -> None:
+    w, _ = make(max_requests=50_000, max_bytes=200_000_000)
+    cuts = []
+    for i in range(100_001):
+        cuts += add(w, f"r{i}", offset=i)
+    assert [c.count for c in cuts] == [50_000, 50_000]
+    assert len(w) == 1
+
+
+def test_bytes_cut_happens_before_the_overflowing_line() -> None:
+    size = len(line("a", 100))
+    w, _ = make(max_requests=100, max_bytes=size * 2 + 10)
+    assert add(w, "a", size=100, offset=0) == []
+    assert add(w, "b", size=100, offset=1) == []
+    cut = add(w, "c", size=100, offset=2)
+    assert len(cut) == 1 and cut[0].cut_reason == "bytes"
+    assert cut[0].nbytes == size * 2 == sum(len(x) for x in cut[0].lines)
+    assert cut[0].nbytes <= w.max_bytes
+    assert [o for _, _, o in cut[0].positions] == [0, 1]
+    assert len(w) == 1  # "c" opened the next window
+
+
+def test_exact_bytes_limit_is_allowed() -> None:
+    size = len(line("a"))
+    w, _ = make(max_requests=100, max_bytes=size * 2)
+    add(w, "a")
+    assert add(w, "b") == []
+    assert len(add(w, "c")) == 1
+
+
+def test_oversize_line_is_refused() -> None:
+    w, _ = make(max_bytes=10)
+    with pytest.raises(ValueError):
+        add(w, "a", size=100)
+
+
+def test_time_cut_by_injected_clock() -> None:
+    w, clock = make(max_wait=60.0)
+    add(w, "a", model="m1")
+    clock.now += 30
+    add(w, "b", model="m2")
+    assert w.due() == []
+    assert w.next_due_in() == pytest.approx(30)
+    clock.now += 30
+    due = w.due()
+    assert [x.model for x in due] == ["m1"]
+    assert due[0].cut_reason == "time" and due[0].age() == pytest.approx(60)
+    clock.now += 30
+    assert [x.model for x in w.due()] == ["m2"]
+    assert w.next_due_in() is None
+
+
+def test_groups_by_endpoint_and_model() -> None:
+    w, _ = make(max_requests=2)
+    assert add(w, "a", model="m1") == []
+    assert add(w, "b", model="m2") == []
+    cut = add(w, "c", model="m1")
+    assert [(x.model, x.count) for x in cut] == [("m1", 2)]
+    assert len(w) == 1
+
+
+def test_duplicate_custom_id_in_window_dropped_and_counted() -> None:
+    w, _ = make()
+    add(w, "a", offset=0)
+    res = w.add(
+        endpoint="/v1/chat/completions",
+        model="m",
+        custom_id="a",
+        line=line("a"),
+        position=("t", 0, 1),
+    )
+    assert res.duplicate and res.cut == []
+    assert w.duplicates == 1
+    assert len(w) == 1
+    # the same custom_id in another group is not a duplicate of this window
+    assert not w.add(
+        endpoint="/v1/embeddings", model="m", custom_id="a", line=line("a"), position=("t", 0, 2)
+    ).duplicate
+
+
+def test_attempts_kept_for_resubmissions() -> None:
+    w, _ = make(max_requests=2)
+    w.add(
+        endpoint="/v1/chat/completions",
+        model="m",
+        custom_id="a",
+        line=line("a"),
+        position=("t", 0, 0),
+        attempt=2,
+    )
+    cut = w.add(
+        endpoint="/v1/chat/completions",
+        model="m",
+        custom_id="b",
+        line=line("b"),
+        position=("t", 0, 1),
+    ).cut
+    assert cut[0].attempts == {"a": 2}
+
+
+def test_drop_partitions() -> None:
+    w, _ = make(max_requests=10)
+    w.add(
+        endpoint="/v1/chat/completions",
+        model="m",
+        custom_id="a",
+        line=line("a"),
+        position=("t", 0, 0),
+    )
+    w.add(
+        endpoint="/v1/chat/completions",
+        model="m",
+        custom_id="b",
+        line=line("b"),
+        position=("t", 1, 0),
+    )
+    w.add(
+        endpoint="/v1/chat/completions",
+        model="n",
+        custom_id="c",
+        line=line("c"),
+        position=("t", 1, 1),
+    )
+    dropped = w.drop_partitions({("t", 1)})
+    assert sorted(dropped) == [("t", 1, 0), ("t", 1, 1)]
+    (left,) = w.flush()
+    assert left.custom_ids == {"a"} and left.nbytes == len(line("a"))
