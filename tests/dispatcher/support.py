@@ -128,3 +128,33 @@ async def custom_ids_of(settings: Settings, records: Iterable[BatchRecord]) -> l
     finally:
         await client.close()
     return ids
+
+
+async def committed_offsets(settings: Settings, group_id: str) -> dict[int, int]:
+    """The group's committed offset of each requests partition (missing = nothing committed)."""
+    from shared.kafka import make_admin
+
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {
+        tp.partition: meta.offset
+        for tp, meta in offsets.items()
+        if tp.topic == settings.requests_topic and meta.offset >= 0
+    }
+
+
+async def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
