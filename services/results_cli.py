@@ -47,14 +47,11 @@ async def stream_results(
     from shared.kafka import make_consumer
 
     topic = settings.results_topic
+    tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
     consumer = make_consumer(settings, group_id=group_id or None)
     await asyncio.wait_for(consumer.start(), 30)
     count = 0
     try:
-        if topic not in await consumer.topics():
-            raise TopicMissing(f"topic '{topic}' does not exist (run `batchpipe topics`)")
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)
@@ -76,6 +73,22 @@ async def stream_results(
     return count
 
 
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition ids of ``topic``; ``TopicMissing`` if the broker does not know it."""
+    from shared.kafka import make_admin
+
+    admin = make_admin(settings)
+    await asyncio.wait_for(admin.start(), 30)
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry.get("topic") == topic and entry.get("error_code") == 0 and entry["partitions"]:
+            return sorted(int(p["partition"]) for p in entry["partitions"])
+    raise TopicMissing(f"topic '{topic}' does not exist (run `batchpipe topics`)")
+
+
 async def _caught_up(consumer: Any, end: dict[Any, int]) -> bool:
     for tp, offset in end.items():
         if await consumer.position(tp) < offset:
@@ -85,6 +98,7 @@ async def _caught_up(consumer: Any, end: dict[Any, int]) -> bool:
 
 # --- rendering ----------------------------------------------------------------------------
 
+COLUMN_WIDTHS: tuple[int | None, ...] = (36, 9, 14, 3, 4, None)
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "expired": "yellow", "cancelled": "magenta"}
 
 
@@ -149,28 +163,35 @@ def results(
     up; --follow keeps waiting (Ctrl-C stops). Kafka connection from BATCHPIPE_KAFKA_*.
     """
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     settings = settings_or_exit("results")
-    console = Console(highlight=False)
-    widths = (26, 9, 14, 3, 5, None)
+    console = Console(highlight=False, soft_wrap=True)
     header = ["custom_id", "status", "model", "try", "secs", "output"]
     shown = {"header": False}
+
+    def line_of(cells: list[str], status_style: str = "") -> Text:
+        text = Text()
+        for i, (cell, width) in enumerate(zip(cells, COLUMN_WIDTHS, strict=True)):
+            if width is None:  # the output: cut to the terminal's width (whole when piped)
+                room = max(20, console.width - sum(w + 1 for w in COLUMN_WIDTHS if w))
+                cut = console.is_terminal and len(cell) > room
+                text.append(cell[: room - 1] + "…" if cut else cell)
+                continue
+            shown_cell = cell if len(cell) <= width else cell[: width - 1] + "…"
+            text.append(shown_cell.ljust(width) + " ", style=status_style if i == 1 else "")
+        return text
 
     def print_row(value: bytes) -> None:
         if as_json:
             sys.stdout.write(value.decode("utf-8", "replace") + "\n")
             sys.stdout.flush()
             return
-        table = Table(box=None, show_header=not shown["header"], pad_edge=False)
-        for name, width in zip(header, widths, strict=True):
-            table.add_column(name, width=width, no_wrap=True, overflow="ellipsis")
-        cells = [Text(cell) for cell in result_row(value)]
-        cells[1].stylize(STATUS_STYLE.get(cells[1].plain, ""))
-        table.add_row(*cells)
-        console.print(table)
-        shown["header"] = True
+        if not shown["header"]:
+            console.print(line_of(header), style="bold")
+            shown["header"] = True
+        cells = result_row(value)
+        console.print(line_of(cells, STATUS_STYLE.get(cells[1], "")))
 
     async def run() -> int:
         stop = asyncio.Event()

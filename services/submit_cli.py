@@ -167,10 +167,10 @@ def submit(
     )
 
     settings = settings_or_exit("submit")
-    out = Console()
-    err = Console(stderr=True)
+    out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
     if not file.is_file():
-        err.print(f"[red]batchpipe submit: {file} is not a readable file[/red]")
+        err.print(f"batchpipe submit: {file} is not a readable file", style="red", markup=False)
         raise typer.Exit(2)
     progress = Progress(
         TextColumn("[bold]submit[/bold]"),
@@ -195,10 +195,10 @@ def submit(
                 )
             )
     except OSError as exc:
-        err.print(f"[red]batchpipe submit: cannot read {file}: {exc}[/red]")
+        err.print(f"batchpipe submit: cannot read {file}: {exc}", style="red", markup=False)
         raise typer.Exit(2) from None
     except Exception as exc:  # Kafka unreachable or a send failed: one clear line
-        err.print(f"[red]batchpipe submit: {type(exc).__name__}: {exc}[/red]")
+        err.print(f"batchpipe submit: {type(exc).__name__}: {exc}", style="red", markup=False)
         err.print("Lines already acknowledged stay in Kafka; re-submitting them duplicates them.")
         raise typer.Exit(1) from None
     verb = "valid (dry run)" if dry_run else f"accepted into '{settings.requests_topic}'"
@@ -209,7 +209,7 @@ def submit(
     )
     if summary.refused_count:
         for refusal in summary.refusals[:SHOWN_REFUSALS]:
-            out.print(f"  line {refusal.line}: {refusal.reason}", markup=False, highlight=False)
+            out.print(f"  line {refusal.line}: {refusal.reason}", markup=False)
         if summary.refused_count > SHOWN_REFUSALS:
             out.print(f"  ... and {summary.refused_count - SHOWN_REFUSALS} more refused lines")
         raise typer.Exit(1)

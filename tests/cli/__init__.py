@@ -1,0 +1,1 @@
+"""Tests of the user-facing CLI: dev, submit, results."""

@@ -1,0 +1,123 @@
+"""The pure plan of ``batchpipe dev``: order, commands, demo settings, real-OpenAI refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.dev.plan import (
+    EMULATOR_API_KEY,
+    DevOptions,
+    PlanError,
+    build_plan,
+    missing_commands,
+    ports_of,
+)
+
+
+def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> None:
+    plan = build_plan(DevOptions(data_dir=tmp_path / "state", python="py"), {})
+    assert [p.name for p in plan.processes] == [
+        "kafka",
+        "emulator",
+        "ingest",
+        "dispatcher",
+        "poller",
+    ]
+    assert [p.command for p in plan.processes] == [
+        "kafka",
+        "openai-emulator",
+        "ingest",
+        "dispatcher",
+        "poller",
+    ]
+    kafka = plan.processes[0]
+    assert kafka.argv[:3] == ("py", "-m", "services.cli")
+    assert str(tmp_path / "state" / "kafka" / "data") in kafka.argv
+    assert kafka.port == 9092
+    emulator = plan.processes[1]
+    assert "--processing-seconds" in emulator.argv and emulator.port == 8100
+    assert all(p.cwd == tmp_path / "state" / p.name for p in plan.processes)
+
+
+def test_demo_settings_point_every_child_at_the_local_broker_and_emulator(tmp_path: Path) -> None:
+    plan = build_plan(DevOptions(data_dir=tmp_path, kafka_port=19092), {"PATH": "/bin"})
+    env = plan.processes[-1].env
+    assert env["BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    assert env["BATCHPIPE_BATCH_MAX_WAIT_SECONDS"] == "5"
+    assert env["BATCHPIPE_POLL_INTERVAL_SECONDS"] == "1"
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:8100/v1"
+    assert env["OPENAI_API_KEY"] == EMULATOR_API_KEY
+    assert env["PATH"] == "/bin"
+    assert plan.urls["ingest API docs"] == "http://127.0.0.1:8000/docs"
+    assert plan.urls["poller status"] == "http://127.0.0.1:8001/status"
+    assert ports_of(plan) == {
+        "kafka": 19092,
+        "emulator": 8100,
+        "ingest": 8000,
+        "poller": 8001,
+        "dispatcher": 6066,
+    }
+
+
+def test_the_users_own_settings_win_over_demo_defaults_but_not_over_the_broker(
+    tmp_path: Path,
+) -> None:
+    environ = {
+        "BATCHPIPE_BATCH_MAX_WAIT_SECONDS": "30",
+        "BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:9092",
+        "OPENAI_BASE_URL": "https://api.openai.com/v1",
+        "OPENAI_API_KEY": "sk-real-secret-key",
+    }
+    plan = build_plan(DevOptions(data_dir=tmp_path), environ)
+    env = plan.processes[-1].env
+    assert env["BATCHPIPE_BATCH_MAX_WAIT_SECONDS"] == "30"
+    assert env["BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
+    # emulator mode: the real key and URL never reach the services
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:8100/v1"
+    assert env["OPENAI_API_KEY"] == EMULATOR_API_KEY
+
+
+def test_real_openai_needs_a_key() -> None:
+    with pytest.raises(PlanError, match="OPENAI_API_KEY"):
+        build_plan(DevOptions(openai="real"), {})
+    with pytest.raises(PlanError, match="OPENAI_API_KEY"):
+        build_plan(DevOptions(openai="real"), {"OPENAI_API_KEY": "  "})
+
+
+def test_real_openai_skips_the_emulator_and_masks_the_key(tmp_path: Path) -> None:
+    plan = build_plan(
+        DevOptions(openai="real", data_dir=tmp_path), {"OPENAI_API_KEY": "sk-real-secret-key"}
+    )
+    assert "emulator" not in [p.name for p in plan.processes]
+    env = plan.processes[-1].env
+    assert env["OPENAI_API_KEY"] == "sk-real-secret-key"
+    assert "OPENAI_BASE_URL" not in env  # the SDK's default: api.openai.com
+    assert "secret" not in str(plan.shown_env)
+
+
+def test_missing_commands_are_named() -> None:
+    plan = build_plan(DevOptions(), {})
+    assert missing_commands(plan, ["kafka", "ingest"]) == [
+        "openai-emulator",
+        "dispatcher",
+        "poller",
+    ]
+    assert (
+        missing_commands(plan, ["kafka", "openai-emulator", "ingest", "dispatcher", "poller"]) == []
+    )
+
+
+def test_dev_refuses_real_openai_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = CliRunner().invoke(app, ["dev", "--openai", "real"])
+    assert result.exit_code == 2
+    assert "OPENAI_API_KEY" in result.output
+
+
+def test_dev_refuses_an_unknown_openai_mode() -> None:
+    result = CliRunner().invoke(app, ["dev", "--openai", "azure"])
+    assert result.exit_code == 2

@@ -1,0 +1,102 @@
+"""shared.request_items: the three accepted shapes, and each refusal's reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.contracts import is_valid_custom_id
+from shared.request_items import DuplicateIds, ItemRefused, new_custom_id, normalize_item
+
+KW = {"max_tokens": 1000, "temperature": 0.2}
+
+
+def norm(item: Any) -> Any:
+    return normalize_item(item, default_model="gpt-4o-mini", default_kwargs=KW)
+
+
+def test_bare_messages_get_the_default_model_and_kwargs() -> None:
+    line = norm([{"role": "user", "content": "How can I learn Python?"}])
+    assert line.url == "/v1/chat/completions"
+    assert line.body == {
+        "model": "gpt-4o-mini",
+        "max_tokens": 1000,
+        "temperature": 0.2,
+        "messages": [{"role": "user", "content": "How can I learn Python?"}],
+    }
+    assert is_valid_custom_id(line.custom_id)
+
+
+def test_object_with_messages_keeps_its_parameters() -> None:
+    line = norm(
+        {
+            "custom_id": "a-1",
+            "model": "gpt-4o",
+            "temperature": 0,
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+            ],
+        }
+    )
+    assert line.custom_id == "a-1"
+    assert line.body["model"] == "gpt-4o" and line.body["temperature"] == 0
+    assert "max_tokens" not in line.body
+
+
+def test_full_batch_lines_for_each_endpoint() -> None:
+    emb = norm(
+        {
+            "custom_id": "e1",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": "hello"},
+        }
+    )
+    assert emb.url == "/v1/embeddings" and emb.model == "text-embedding-3-small"
+    chat = norm({"body": {"messages": [{"role": "user", "content": "x"}]}})
+    assert chat.url == "/v1/chat/completions" and chat.model == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ("hello", "item is a string"),
+        ([], "empty list of messages"),
+        ([{"role": "robot", "content": "x"}], "unknown role 'robot'"),
+        ([{"content": "x"}], "unknown role missing"),
+        ({"messages": "hi"}, "not a list of messages"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream": True}, "stream: true"),
+        ({"custom_id": "bad id!", "messages": [{"role": "user"}]}, "bad custom_id"),
+        ({"custom_id": "x" * 65, "messages": [{"role": "user"}]}, "bad custom_id"),
+        ({"url": "/v1/images", "body": {"model": "m", "input": "x"}}, "not allowed"),
+        ({"method": "GET", "body": {"messages": [{"role": "user"}]}}, "method must be 'POST'"),
+        ({"body": {"model": "m"}}, "body.messages is required"),
+        ({"url": "/v1/embeddings", "body": {"model": "m"}}, "body.input is required"),
+        ({"body": [1]}, "body is a list"),
+        ({"body": {"messages": [{"role": "user"}]}, "extra": 1}, "unknown field(s) 'extra'"),
+        ({"messages": [{"role": "user"}], "url": "/v1/embeddings"}, "belong(s) to a batch line"),
+        ({"messages": [{"role": "user"}], "model": ""}, "model must be a non-empty string"),
+        ({"prompt": "x"}, "neither 'messages' nor 'body'"),
+    ],
+)
+def test_refusals_say_why(item: Any, reason: str) -> None:
+    with pytest.raises(ItemRefused) as refused:
+        norm(item)
+    assert reason in str(refused.value)
+
+
+def test_duplicates_are_refused_with_the_first_position() -> None:
+    seen = DuplicateIds()
+    seen.check("a", 1)
+    seen.check("b", 2)
+    with pytest.raises(ItemRefused, match="duplicate custom_id 'a' \\(first at 1\\)"):
+        seen.check("a", 7)
+
+
+def test_generated_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_custom_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(is_valid_custom_id(i) and i[14] == "7" for i in ids[:10])
