@@ -7,7 +7,6 @@ cleanly (in-flight batches resume on the next start with the same ``--data-dir``
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -105,6 +104,6 @@ def openai_emulator(
     )
     server = make_server(config)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        server.run(sockets=[sock])
     finally:
         sock.close()

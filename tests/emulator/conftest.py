@@ -1,0 +1,13 @@
+"""The emulator tests run with even faster timings than the shared ``emulator`` fixture."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.openai_emulator.runner import RunningEmulator
+from tests.fixtures_emulator import EmulatorFactory
+
+
+@pytest.fixture
+def emulator(emulator_factory: EmulatorFactory) -> RunningEmulator:
+    return emulator_factory(processing_seconds=0.2)
