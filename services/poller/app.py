@@ -13,9 +13,11 @@ Wiring only; the logic lives in the step modules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError
 from fastapi import FastAPI, Response
 from openai import AsyncOpenAI
 
@@ -82,14 +84,14 @@ class Poller:
 
     # --- partitions ---------------------------------------------------------------------
     async def acquire(self, partitions: list[int]) -> None:
-        for partition in partitions:
-            if partition in self.publishers:
-                continue
-            publisher = PartitionPublisher(
-                self.settings, partition, self._state_partitions, self.crash
-            )
-            await publisher.start()
-            self.publishers[partition] = publisher
+        new = [
+            PartitionPublisher(self.settings, p, self._state_partitions, self.crash)
+            for p in partitions
+            if p not in self.publishers
+        ]
+        await asyncio.gather(*(publisher.start() for publisher in new))
+        for publisher in new:
+            self.publishers[publisher.partition] = publisher
         log.info("partitions.assigned", partitions=sorted(self.publishers))
 
     async def release(self, partitions: list[int]) -> None:
@@ -109,6 +111,10 @@ class Poller:
             for tp, records in fetched.items():
                 publisher = self.publishers.get(tp.partition)
                 if publisher is None:
+                    # Fetched while the partition's publisher is still starting (aiokafka
+                    # fetches during the assignment callback): read these records again later.
+                    with contextlib.suppress(IllegalStateError, AssertionError):
+                        consumer.seek(tp, records[0].offset)
                     continue
                 dead: list[tuple[str, bytes | None, bytes]] = []
                 skipped = False
@@ -126,6 +132,12 @@ class Poller:
                             service=SERVICE,
                         )
                         dead.append((self.settings.dead_letters_topic, msg.key, encode(letter)))
+                        log.error(
+                            "batch_record.dead_lettered",
+                            partition=tp.partition,
+                            offset=msg.offset,
+                            error=str(exc)[:300],
+                        )
                         publisher.offsets.skip(msg.offset)
                         continue
                     batch_id = record.batch_id

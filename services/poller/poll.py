@@ -81,6 +81,12 @@ class Follower:
         self.tracked[tracked.record.batch_id] = tracked
         self.pacer.schedule.add(tracked.record.batch_id, delay=delay)
         self._wake.set()
+        log.info(
+            "batch.following",
+            batch_id=tracked.record.batch_id,
+            partition=tracked.partition,
+            offset=tracked.offset,
+        )
 
     def forget(self, batch_id: str) -> None:
         self.tracked.pop(batch_id, None)
@@ -148,6 +154,7 @@ class Follower:
         finally:
             self._slots.release()
         tracked.finished_at = outcome.finished_at
+        log.info("batch.ended", batch_id=batch_id, status=outcome.status)
         tracked.publishing = True
         try:
             await self.on_finished(tracked, outcome)
