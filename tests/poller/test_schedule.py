@@ -57,7 +57,7 @@ def test_reschedule_is_jittered_around_the_interval() -> None:
 def simulate(
     batches: int, interval: float, rps: float, seconds: float
 ) -> tuple[Counter[int], Counter[str]]:
-    """Drive the pacer like Follower.run does, on a fake clock; retrieves per second and per batch."""
+    """Drive the pacer like Follower.run does, on a fake clock: retrieves per second, per batch."""
     clock = FakeClock()
     pacer = RetrievePacer(
         PollSchedule(interval, clock=clock, rng=random.Random(3)), TokenBucket(rps, clock=clock)
