@@ -282,7 +282,7 @@ def responses(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[A
         "truncation": "disabled",
         "usage": {
             "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": input_tokens + output_tokens,
@@ -293,17 +293,36 @@ def responses(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[A
     return response, Usage(input_tokens, output_tokens)
 
 
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
 def moderation(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
     raw = body.get("input")
     if raw is None:
         raise BadRequestError("Missing required parameter: 'input'.", "input")
     inputs = raw if isinstance(raw, list) else [raw]
-    categories = ["harassment", "hate", "self-harm", "sexual", "violence"]
     results = [
         {
             "flagged": False,
-            "categories": dict.fromkeys(categories, False),
-            "category_scores": {c: round(unit("mod", c, str(x)) * 0.01, 6) for c in categories},
+            "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
+            "category_scores": {
+                c: round(unit("mod", c, str(x)) * 0.01, 6) for c in MODERATION_CATEGORIES
+            },
+            "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
         }
         for x in inputs
     ]

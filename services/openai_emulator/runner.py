@@ -78,6 +78,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _MainServer(uvicorn.Server):
+    """uvicorn for the CLI: SIGINT/SIGTERM shut down gracefully and the process exits 0
+    (plain uvicorn re-raises the signal after shutting down)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 def make_server(config: EmulatorConfig) -> uvicorn.Server:
     uv_config = uvicorn.Config(
         create_app(config),
@@ -85,7 +98,7 @@ def make_server(config: EmulatorConfig) -> uvicorn.Server:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(uv_config)
+    return _MainServer(uv_config)
 
 
 @contextlib.contextmanager
