@@ -43,6 +43,9 @@ from services.openai_emulator.objects import (
     present_batch,
 )
 from services.openai_emulator.store import Store
+from shared.logs import get_logger
+
+log = get_logger(__name__)
 
 FILE_PURPOSES = (
     "assistants",
@@ -201,11 +204,13 @@ def v1_router() -> APIRouter:
                     )
             if size > MAX_FILE_BYTES:
                 raise bad_request("File is too large: the maximum size is 512 MB.", "file")
+            ttl = _file_ttl(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
             file_id = new_file_id()
             size = await emulator.storage.save_stream(upload.file, file_id)
         finally:
             await form.close()
-        obj = file_object(file_id, size, filename, purpose, int(time.time()))
+        now = int(time.time())
+        obj = file_object(file_id, size, filename, purpose, now, now + ttl if ttl else None)
         await emulator.store.insert_file(obj)
         return json_response(obj)
 
@@ -325,6 +330,22 @@ def v1_router() -> APIRouter:
     return router
 
 
+def _file_ttl(anchor: Any, seconds: Any) -> int | None:
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at" or not isinstance(seconds, str) or not seconds.isdigit():
+        raise bad_request(
+            "Invalid 'expires_after': expected anchor 'created_at' and integer seconds.",
+            "expires_after",
+        )
+    if not 3600 <= int(seconds) <= 2_592_000:
+        raise bad_request(
+            "Invalid 'expires_after.seconds': must be between 3600 and 2592000.",
+            "expires_after.seconds",
+        )
+    return int(seconds)
+
+
 def _output_ttl(value: Any) -> int | None:
     if value is None:
         return None
@@ -397,6 +418,7 @@ def create_app(config: EmulatorConfig) -> FastAPI:
             faults=FaultInjector(config, seed),
         )
         await lifecycle.start()
+        log.info("emulator.started", data_dir=str(data_dir), seed=seed)
         try:
             yield
         finally:

@@ -85,7 +85,7 @@ def reply_text(prompt: str, model: str, max_tokens: int | None) -> tuple[str, st
     """(content, finish_reason): derived only from the prompt, so the same input gives the same
     output; truncated to ``max_tokens`` tokens (finish_reason ``length``)."""
     words = prompt.split()
-    gist = " ".join(words[:24])
+    gist = " ".join(words[:24])[:160]
     tag = hex_id(model, prompt, length=8)
     text = f"Emulated reply {tag} to: {gist}" if gist else f"Emulated reply {tag}."
     if max_tokens is not None and count_tokens(text) > max_tokens:

@@ -51,6 +51,24 @@ def test_files_crud_and_listing(emulator: RunningEmulator) -> None:
     with pytest.raises(openai.NotFoundError):
         c.files.delete(ids[1])
     assert emulator.stats()["files"] == 5
+    expiring = c.files.create(
+        file=("e.jsonl", io.BytesIO(b"x")),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert expiring.expires_at == expiring.created_at + 3600
+
+
+def test_output_files_expire_as_asked(emulator: RunningEmulator) -> None:
+    c = client(emulator)
+    batch = create(
+        c,
+        upload(c, chat_file(1)),
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    done = wait(c, batch.id)
+    output = c.files.retrieve(done.output_file_id or "")
+    assert output.expires_at == output.created_at + 7200
 
 
 def test_batch_listing_paginates_newest_first_with_metadata(emulator: RunningEmulator) -> None:
