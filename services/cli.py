@@ -47,3 +47,7 @@ app.command("status")(status)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # ``python -m services.cli``: how child processes are started
+    main()

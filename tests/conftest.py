@@ -71,6 +71,7 @@ def make_test_settings(bootstrap: str, **overrides: Any) -> Settings:
         "batches_topic": unique("batches"),
         "results_topic": unique("results"),
         "dead_letters_topic": unique("dead-letters"),
+        "poller_state_topic": unique("poller-state"),
         "topic_partitions": 3,
         "log_format": "console",
     }
