@@ -148,6 +148,7 @@ class Lifecycle:
         await self.store.update_batch(obj, internal, **extra)
         if obj["status"] in TERMINAL_STATUSES:
             self._active.pop(obj["id"], None)
+            self.storage.unpin(obj["id"])
             log.info("emulator.batch_ended", batch_id=obj["id"], status=obj["status"])
         else:
             self._active[obj["id"]] = (obj, internal)
@@ -204,6 +205,7 @@ class Lifecycle:
         if unit(seed, "validation", seq) < self.config.validation_failure_rate:
             await self._fail(obj, internal, [fault_validation_error()])
             return
+        self.storage.pin(obj["input_file_id"], obj["id"])
         now = time.time()
         internal["force_expire"] = unit(seed, "force_expire", seq) < self.config.force_expire
         internal["in_progress_f"] = now
@@ -232,7 +234,7 @@ class Lifecycle:
         out_tmp, err_tmp = self.storage.tmp_path(), self.storage.tmp_path()
         result = await asyncio.to_thread(
             run_pass,
-            self.storage.path(obj["input_file_id"]),
+            self.storage.batch_input(obj["input_file_id"], obj["id"]),
             out_tmp,
             err_tmp,
             ctx,

@@ -176,3 +176,15 @@ def test_seeded_runs_are_deterministic(emulator_factory: Any) -> None:
     assert order != sorted(order, key=lambda cid: int(cid.split("-")[1]))  # shuffled
     third = run(emulator_factory(seed=100))
     assert third[0] != first[0]
+
+
+def test_deleting_the_input_file_does_not_break_a_running_batch(emulator: RunningEmulator) -> None:
+    c = client(emulator)
+    file_id = upload(c, chat_file(5))
+    batch = create(c, file_id)
+    wait(c, batch.id, statuses={"in_progress", "completed"})
+    c.files.delete(file_id)
+    done = wait(c, batch.id)
+    assert done.status == "completed"
+    assert len(read_jsonl(c, done.output_file_id)) == 5
+    assert not list((emulator.data_dir / "batch-inputs").iterdir())
