@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.contracts import encode
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.conftest import make_test_settings
@@ -73,7 +73,7 @@ def line(custom_id: str, model: str, url: str = "/v1/chat/completions") -> bytes
         body = {"model": model, "input": f"text {custom_id}"}
     else:
         body = {"model": model, "messages": [{"role": "user", "content": f"hi {custom_id}"}]}
-    return encode({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+    return orjson.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
 
 
 async def produce_plain(settings: Settings, items: list[tuple[str, bytes]]) -> None:
@@ -176,7 +176,8 @@ async def list_batches(pipeline: Pipeline) -> list[openai.types.Batch]:
 
 @pytest.mark.timeout(300)
 async def test_faults_every_request_still_ends_once(kafka_bootstrap: str, tmp_path: Path) -> None:
-    pipeline = start_pipeline(
+    pipeline = await asyncio.to_thread(
+        start_pipeline,
         kafka_bootstrap,
         tmp_path,
         emulator_args=[
@@ -210,5 +211,7 @@ async def test_faults_every_request_still_ends_once(kafka_bootstrap: str, tmp_pa
         assert retried, "5% line failures and an expired batch must cause retries"
         assert all(r.status == "succeeded" for r in retried if r.attempts < 4)
         assert pipeline.emulator_stats()["double_billed_custom_ids"] == 0
+        statuses = [b.status for b in await list_batches(pipeline)]
+        assert statuses.count("expired") == 1, statuses
     finally:
         pipeline.stop()
