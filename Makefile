@@ -30,8 +30,10 @@ test: install kafka-jars lint typecheck  ## everything CI runs
 test-fast: install  ## unit tests only, no broker
 	$(BIN)/pytest -m "not kafka and not slow" $(PYTEST_ARGS)
 
-dev: install kafka-jars  ## run the whole pipeline locally (completed by later issues)
-	$(BIN)/batchpipe --help
+DEV_ARGS ?=
+
+dev: install kafka-jars  ## run the whole pipeline locally: Kafka, emulator, ingest, dispatcher, poller
+	$(BIN)/batchpipe dev $(DEV_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -121,10 +121,11 @@ async def run_dev(plan: DevPlan, sup: Supervisor, stop: asyncio.Event) -> int:
             sup.say("all started. URLs:")
             for label, url in plan.urls.items():
                 sup.say(f"  {label:<18} {url}")
-            sup.say("try the original example, then `batchpipe results --follow`:")
-            ingest_port = next(p.port for p in plan.processes if p.name == "ingest")
-            for line in SEED_CURL.format(port=ingest_port).splitlines():
-                sup.say(f"  {line}")
+            ingest = [p.port for p in plan.processes if p.name == "ingest"]
+            if ingest:
+                sup.say("try the original example, then `batchpipe results --follow`:")
+                for line in SEED_CURL.format(port=ingest[0]).splitlines():
+                    sup.say(f"  {line}")
             sup.say("Ctrl-C stops everything")
             await stop.wait()
     except Exception as exc:
@@ -197,6 +198,9 @@ def dev(
         )
         raise typer.Exit(2)
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    from shared.logs import configure_logging
+
+    configure_logging("WARNING", "console", service="dev")  # our own clients stay quiet
 
     def write(line: str) -> None:
         sys.stdout.write(line + "\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
@@ -32,6 +32,16 @@ class PlanError(ValueError):
     """The options cannot work (e.g. real OpenAI without a key); the message says why."""
 
 
+# Runs ``batchpipe`` in a child when the console script is not beside the interpreter.
+BOOT = "import sys; sys.argv[0] = 'batchpipe'; from services.cli import main; main()"
+
+
+def default_launcher(python: str = sys.executable) -> tuple[str, ...]:
+    """How a child runs ``batchpipe``: the console script of this venv, else ``python -c``."""
+    script = Path(python).parent / "batchpipe"
+    return (str(script),) if script.is_file() else (python, "-c", BOOT)
+
+
 @dataclass(frozen=True)
 class DevOptions:
     openai: OpenAIMode = "emulator"
@@ -42,6 +52,7 @@ class DevOptions:
     poller_port: int = 8001
     dispatcher_port: int = 6066
     python: str = sys.executable
+    launcher: tuple[str, ...] = field(default_factory=default_launcher)
 
 
 @dataclass(frozen=True)
@@ -55,15 +66,7 @@ class ProcessSpec:
     port: int | None = None  # waited for (TCP) before the next child starts
     restart: bool = True
     stop_timeout: float = 15.0
-
-    @property
-    def command(self) -> str | None:
-        """The ``batchpipe`` subcommand this child runs (None if it is something else)."""
-        args = list(self.argv)
-        if "services.cli" in args:
-            rest = args[args.index("services.cli") + 1 :]
-            return rest[0] if rest else None
-        return None
+    command: str | None = None  # the ``batchpipe`` subcommand it runs, if any
 
 
 @dataclass(frozen=True)
@@ -119,18 +122,21 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
     child_env["PYTHONPATH"] = ":".join(dict.fromkeys(paths))
 
     def cli(*args: str) -> tuple[str, ...]:
-        return (options.python, "-m", "services.cli", *args)
+        return (*options.launcher, *args)
 
     def spec(name: str, argv: tuple[str, ...], **kw: object) -> ProcessSpec:
-        return ProcessSpec(name, argv, child_env, data_dir / name, **kw)  # type: ignore[arg-type]
+        command = argv[len(options.launcher)]
+        return ProcessSpec(name, argv, child_env, data_dir / name, command=command, **kw)  # type: ignore[arg-type]
 
     kafka_dir = str(data_dir / "kafka" / "data")
     processes = [
-        spec(
+        ProcessSpec(
             "kafka",
-            cli("kafka", "--port", str(options.kafka_port), "--data-dir", kafka_dir),
+            (options.python, "-m", "services.dev.broker", str(options.kafka_port), kafka_dir),
+            child_env,
+            data_dir / "kafka",
             port=options.kafka_port,
-            stop_timeout=30.0,
+            stop_timeout=60.0,
         )
     ]
     if options.openai == "emulator":

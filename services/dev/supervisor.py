@@ -2,10 +2,10 @@
 
 Each child runs in its own session (process group), so a Ctrl-C in the terminal reaches only
 ``batchpipe dev``, which then stops the children itself, last started first: SIGTERM to the
-child's group, a wait of ``stop_timeout``, then SIGKILL. Output (stdout and stderr together)
-is relayed line by line as ``[name] line``. A child that exits while not stopping is reported
-loudly and, if ``restart``, started again after a backoff (1 s doubling to 30 s; reset after a
-minute of uptime).
+child, a wait of ``stop_timeout``, then SIGKILL to its whole group. Output (stdout and stderr
+together) is relayed line by line as ``[name] line``, without terminal control sequences. A
+child that exits while not stopping is reported loudly and, if ``restart``, started again
+after a backoff (1 s doubling to 30 s; reset after a minute of uptime).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from services.dev.plan import ProcessSpec
 
 COLORS = ("36", "35", "32", "33", "34", "31", "96", "95")
 RESET = "\033[0m"
+# Cursor moves, screen clears (e.g. Faust's "show cursor") and, without colour, colours too.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-LN-Za-z]")
+_ANY_CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 STABLE_SECONDS = 60.0
 
 
@@ -103,6 +107,7 @@ class Supervisor:
             if not raw:
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = (_CONTROL if self._color else _ANY_CSI).sub("", line)
             self.log(child.spec.name, line, color=child.color)
 
     async def _watch(self, child: Child) -> None:
@@ -141,10 +146,12 @@ class Supervisor:
         return child.process is not None and child.process.returncode is None
 
     async def stop_child(self, child: Child) -> int | None:
-        """SIGTERM the child's process group, SIGKILL after ``stop_timeout``; its exit code."""
+        """SIGTERM the child (it stops its own children), SIGKILL its whole process group after
+        ``stop_timeout``; its exit code."""
         process = child.process
         if process is not None and process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), child.spec.stop_timeout)
             except TimeoutError:

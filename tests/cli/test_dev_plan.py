@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,17 +11,19 @@ from typer.testing import CliRunner
 
 from services.cli import app
 from services.dev.plan import (
+    BOOT,
     EMULATOR_API_KEY,
     DevOptions,
     PlanError,
     build_plan,
+    default_launcher,
     missing_commands,
     ports_of,
 )
 
 
 def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> None:
-    plan = build_plan(DevOptions(data_dir=tmp_path / "state", python="py"), {})
+    plan = build_plan(DevOptions(data_dir=tmp_path / "state", python="py", launcher=("bp",)), {})
     assert [p.name for p in plan.processes] == [
         "kafka",
         "emulator",
@@ -28,14 +32,14 @@ def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> No
         "poller",
     ]
     assert [p.command for p in plan.processes] == [
-        "kafka",
+        None,  # services.dev.broker: shared.local_kafka.LocalKafka in the foreground
         "openai-emulator",
         "ingest",
         "dispatcher",
         "poller",
     ]
     kafka = plan.processes[0]
-    assert kafka.argv[:3] == ("py", "-m", "services.cli")
+    assert kafka.argv[:3] == ("py", "-m", "services.dev.broker")
     assert str(tmp_path / "state" / "kafka" / "data") in kafka.argv
     assert kafka.port == 9092
     emulator = plan.processes[1]
@@ -97,6 +101,16 @@ def test_real_openai_skips_the_emulator_and_masks_the_key(tmp_path: Path) -> Non
     assert env["OPENAI_API_KEY"] == "sk-real-secret-key"
     assert "OPENAI_BASE_URL" not in env  # the SDK's default: api.openai.com
     assert "secret" not in str(plan.shown_env)
+
+
+def test_children_run_the_console_script_or_python_c(tmp_path: Path) -> None:
+    assert default_launcher(sys.executable) == (str(Path(sys.executable).parent / "batchpipe"),)
+    python = tmp_path / "python3"
+    assert default_launcher(str(python)) == (str(python), "-c", BOOT)
+    done = subprocess.run(
+        [sys.executable, "-c", BOOT, "schema", "results"], capture_output=True, check=False
+    )
+    assert done.returncode == 0 and b'"title": "results"' in done.stdout
 
 
 def test_missing_commands_are_named() -> None:

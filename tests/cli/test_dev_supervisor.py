@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from services.dev.cli import run_dev
 from services.dev.plan import DevOptions, ProcessSpec, build_plan
 from services.dev.supervisor import Supervisor
@@ -46,7 +48,7 @@ def spec(tmp_path: Path, name: str, code: str, *args: str, **kw: object) -> Proc
     )
 
 
-async def wait_for(predicate: object, within: float = 10.0) -> None:
+async def wait_for(predicate: object, within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not met in time"
@@ -148,6 +150,8 @@ async def test_run_dev_starts_in_order_prints_urls_and_stops_in_reverse(tmp_path
 
     async def stop_when_ready() -> None:
         await wait_for(lambda: any("Ctrl-C stops everything" in line for line in lines), 30)
+        for name in ("dispatcher", "poller"):
+            await wait_for(lambda n=name: any(f"{n} line 1" in x for x in lines), 30)
         stop.set()
 
     stopper = asyncio.create_task(stop_when_ready())
@@ -161,4 +165,39 @@ async def test_run_dev_starts_in_order_prints_urls_and_stops_in_reverse(tmp_path
         line.split()[1] for line in lines if line.startswith("[dev]") and "stopped (" in line
     ]
     assert stopped == ["poller", "dispatcher", "ingest", "emulator"]
-    assert all(c.process is not None and c.process.returncode == 0 for c in sup.children)
+    codes = [c.process.returncode for c in sup.children if c.process is not None]
+    assert codes == [0, 0, 0, 0], lines
+
+
+@pytest.mark.slow
+async def test_run_dev_starts_the_real_broker_creates_topics_and_stops_it_cleanly(
+    tmp_path: Path,
+) -> None:
+    """The real Kafka child (services.dev.broker): topics created, data kept, exit 0 on stop."""
+    from shared.local_kafka import free_port
+
+    plan = build_plan(DevOptions(data_dir=tmp_path, kafka_port=free_port()), {})
+    only_kafka = type(plan)(
+        processes=plan.processes[:1],
+        env=plan.env,
+        shown_env=plan.shown_env,
+        urls=plan.urls,
+        data_dir=plan.data_dir,
+        bootstrap=plan.bootstrap,
+    )
+    lines: list[str] = []
+    sup = Supervisor(lines.append)
+    stop = asyncio.Event()
+
+    async def stop_when_topics_exist() -> None:
+        await wait_for(lambda: any("topics ready" in line for line in lines), 90)
+        stop.set()
+
+    stopper = asyncio.create_task(stop_when_topics_exist())
+    code = await asyncio.wait_for(run_dev(only_kafka, sup, stop), 150)
+    await stopper
+    assert code == 0, "\n".join(lines)
+    assert any("created: requests, batches, results, dead-letters" in line for line in lines)
+    assert sup.children[0].exits == [0]  # a clean broker shutdown, not a SIGKILL
+    assert any("clean shutdown" in line for line in lines)
+    assert (tmp_path / "kafka" / "data" / "log" / "meta.properties").exists()
