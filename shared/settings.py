@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     dispatcher_data_dir: Path | None = Field(
         None, description="Faust data dir and temporary JSONL files (default: a temp dir)."
     )
+    dispatcher_session_timeout_seconds: float = Field(
+        30.0,
+        ge=6.0,
+        le=300.0,
+        description="Kafka session timeout of a dispatcher worker: how soon a dead worker's "
+        "partitions move to the others.",
+    )
 
     # --- OpenAI (the SDK's own variables) -----------------------------------------------
     openai_api_key: SecretStr | None = Field(

@@ -109,6 +109,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
+        broker_session_timeout=settings.dispatcher_session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.dispatcher_session_timeout_seconds / 10),
+        # Time the revocation hook may take to finish an in-flight dispatch (see agent.py).
+        broker_rebalance_timeout=300.0,
         producer_max_request_size=4 * 1024 * 1024,
         consumer_max_fetch_size=4 * 1024 * 1024,
     )
@@ -184,10 +188,12 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            from prometheus_client import generate_latest
 
+            # aiohttp refuses a charset inside content_type, so not CONTENT_TYPE_LATEST
             return self.bytes(
-                generate_latest(runtime.metrics.registry), content_type=CONTENT_TYPE_LATEST
+                generate_latest(runtime.metrics.registry),
+                content_type="text/plain; version=0.0.4",
             )
 
     return app

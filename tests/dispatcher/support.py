@@ -41,9 +41,16 @@ async def produce(
     values: Iterable[tuple[str, bytes]],
     *,
     attempt: int = 0,
+    partition: int | None = None,
 ) -> None:
     futures = [
-        await producer.send(topic, value, key=key_bytes(key), headers=attempt_headers(attempt))
+        await producer.send(
+            topic,
+            value,
+            key=key_bytes(key),
+            headers=attempt_headers(attempt),
+            partition=partition,
+        )
         for key, value in values
     ]
     await asyncio.gather(*futures)
@@ -89,6 +96,14 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
 
+async def metrics_text(worker: Worker) -> str:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5)
+        return response.text
+
+
 def dispatcher_settings(base: Settings, emulator: Any, **overrides: Any) -> Settings:
     values = base.model_dump()
     values.update(
@@ -96,6 +111,7 @@ def dispatcher_settings(base: Settings, emulator: Any, **overrides: Any) -> Sett
         openai_api_key=emulator.api_key,
         dispatcher_group_id=f"dispatcher-{base.requests_topic}",
         openai_max_retries=2,
+        dispatcher_session_timeout_seconds=6.0,
         log_level="INFO",
     )
     values.update(overrides)
