@@ -12,7 +12,7 @@ from collections import Counter
 
 from services.openai_emulator.config import EmulatorConfig
 from services.openai_emulator.determinism import digest
-from services.openai_emulator.errors import APIError, rate_limited, server_error
+from services.openai_emulator.errors import rate_limited, server_error
 
 
 class FaultInjector:
@@ -51,6 +51,3 @@ class FaultInjector:
     def check_retrieve(self) -> None:
         if self._fires("retrieve_5xx", self.config.retrieve_5xx_rate):
             raise server_error()
-
-
-__all__ = ["APIError", "FaultInjector"]

@@ -1,5 +1,5 @@
 """``python -m services.openai_emulator`` / ``batchpipe openai-emulator``: env vars, the printed
-base URL, and a clean exit on SIGTERM with state kept in the data dir."""
+base URL, state surviving ``kill -9``, and a clean exit (status 0) on SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from openai import OpenAI
 from typer.testing import CliRunner
 
 from services.cli import app
-from tests.emulator.helpers import chat_file, client, create, upload, wait
+from tests.emulator.helpers import chat_file, create, read_jsonl, upload, wait
 
 
 def test_help_lists_the_options() -> None:
@@ -25,15 +28,11 @@ def test_help_lists_the_options() -> None:
         assert option in result.output
 
 
-def test_serves_until_sigterm_and_keeps_state(tmp_path: Path) -> None:
-    env = os.environ | {
-        "BATCHPIPE_EMULATOR_DATA_DIR": str(tmp_path),
-        "BATCHPIPE_EMULATOR_PROCESSING_SECONDS": "0.1",
-        "BATCHPIPE_EMULATOR_API_KEY": "sk-cli",
-    }
+@contextmanager
+def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], OpenAI]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.openai_emulator", "--port", "0", "--seed", "5"],
-        env=env,
+        env=os.environ | env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -43,17 +42,30 @@ def test_serves_until_sigterm_and_keeps_state(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         match = re.search(r"OPENAI_BASE_URL=(http://\S+/v1)", line)
         assert match, line
-        from openai import OpenAI
-
-        c = OpenAI(base_url=match.group(1), api_key="sk-cli")
-        done = wait(c, create(c, upload(c, chat_file(3))).id)
-        assert done.status == "completed"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        yield proc, OpenAI(base_url=match.group(1), api_key="sk-cli")
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
-    assert (tmp_path / "emulator.sqlite3").exists()
+        proc.wait()
+
+
+def test_survives_kill_9_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        "BATCHPIPE_EMULATOR_DATA_DIR": str(tmp_path),
+        "BATCHPIPE_EMULATOR_PROCESSING_SECONDS": "1.0",
+        "BATCHPIPE_EMULATOR_API_KEY": "sk-cli",
+    }
+    with serve(env) as (proc, c):
+        input_id = upload(c, chat_file(20))
+        batch = create(c, input_id)
+        wait(c, batch.id, statuses={"in_progress"})
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    with serve(env) as (proc, c):
+        done = wait(c, batch.id)
+        assert done.status == "completed"
+        assert len(read_jsonl(c, done.output_file_id)) == 20
+        assert c.files.content(input_id).content == chat_file(20)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
     assert len(list((tmp_path / "files").iterdir())) == 2  # input + output
-    _ = client  # the in-process helpers are exercised elsewhere
