@@ -15,6 +15,7 @@ One POST goes through the steps in order, refusing as early and as cheaply as po
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +38,9 @@ from shared.settings import Settings, load_settings
 log = get_logger(__name__)
 
 RETRY_AFTER_SECONDS: Final = 5
+# Collector thresholds of a serving process (defaults 700, 10, 10): a 100-item POST makes
+# thousands of short-lived containers; collecting every 700 allocations costs ~15% of CPU.
+GC_THRESHOLDS: Final = (50_000, 20, 100)
 
 # The original sample's payload (../shared/reference/original-sample.md): the docs' example.
 SEED_EXAMPLE: Final[dict[str, Any]] = {
@@ -176,10 +180,13 @@ def create_app(
     startup_wait: float = 5.0,
     connect_timeout: float = 10.0,
     registry: CollectorRegistry | None = None,
+    tune_gc: bool = False,
     **producer_overrides: Any,
 ) -> FastAPI:
     """The ingest app. Its lifespan waits at most ``startup_wait`` seconds for Kafka, then
-    serves anyway (POSTs answer 503 and /readyz 503 until the producer is connected)."""
+    serves anyway (POSTs answer 503 and /readyz 503 until the producer is connected).
+    ``tune_gc`` (for a process that only serves this app) freezes the objects alive at startup
+    and makes the collector run less often: every POST allocates many short-lived objects."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
     keys = ApiKeys(settings.ingest_api_keys)
@@ -191,6 +198,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if tune_gc:
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         publisher.start()
         if not await publisher.wait_connected(startup_wait):
             log.warning("ingest.starting_without_kafka", topic=publisher.topic)
@@ -351,4 +361,4 @@ def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` (each worker process reads the environment)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, service="ingest")
-    return create_app(settings)
+    return create_app(settings, tune_gc=True)

@@ -41,4 +41,5 @@ def ingest(
             access_log=access_log,
         )
         return
-    uvicorn.run(create_app(settings), host=bind, port=port, log_config=None, access_log=access_log)
+    app = create_app(settings, tune_gc=True)
+    uvicorn.run(app, host=bind, port=port, log_config=None, access_log=access_log)

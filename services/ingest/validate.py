@@ -72,32 +72,37 @@ class BodyError(ValueError):
 # --- custom ids -----------------------------------------------------------------------------
 
 _id_lock = threading.Lock()
-_id_state = {"ms": 0, "counter": 0}
+_id_state = [0, 0]  # last millisecond, last counter
 _COUNTER_BITS: Final = 42  # 12 bits of rand_a + 30 high bits of rand_b (RFC 9562, method 1)
 _COUNTER_SEED_BITS: Final = 40  # a fresh millisecond starts low enough never to overflow
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
 
 
 def new_custom_id() -> str:
-    """A new unique id in UUIDv7 layout: 48-bit Unix milliseconds, then a counter that is
-    random at each new millisecond and incremented within one, then random bits. Ids of one
-    process sort in creation order (as strings too); 32 random bits keep processes apart."""
+    """A new unique id in UUIDv7 layout: 48-bit Unix milliseconds, then a 42-bit counter that
+    is random at each new millisecond and incremented within one, then 32 random bits. Ids of
+    one process sort in creation order (as strings too); random bits keep processes apart."""
     with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _id_state["ms"]:
-            _id_state["ms"] = ms
-            _id_state["counter"] = random.getrandbits(_COUNTER_SEED_BITS)
+        ms = _time_ns() // 1_000_000
+        if ms > _id_state[0]:
+            _id_state[0] = ms
+            _id_state[1] = counter = _getrandbits(_COUNTER_SEED_BITS)
         else:  # same millisecond (or the clock stepped back): keep counting from the last id
-            ms = _id_state["ms"]
-            _id_state["counter"] += 1
-            if _id_state["counter"] >> _COUNTER_BITS:  # overflow: borrow the next millisecond
-                _id_state["ms"] = ms = ms + 1
-                _id_state["counter"] = random.getrandbits(_COUNTER_SEED_BITS)
-        counter = _id_state["counter"]
-    rand_a = counter >> 30
-    rand_b = ((counter & 0x3FFFFFFF) << 32) | random.getrandbits(32)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            ms = _id_state[0]
+            _id_state[1] = counter = _id_state[1] + 1
+            if counter >> _COUNTER_BITS:  # overflow: borrow the next millisecond
+                _id_state[0] = ms = ms + 1
+                _id_state[1] = counter = _getrandbits(_COUNTER_SEED_BITS)
+    # time_high-time_mid-ver|rand_a-var|rand_b(14)-rand_b(16 counter + 32 random)
+    return "%08x-%04x-%04x-%04x-%04x%08x" % (  # noqa: UP031 (one formatting op is fastest)
+        ms >> 16,
+        ms & 0xFFFF,
+        0x7000 | (counter >> 30),
+        0x8000 | ((counter >> 16) & 0x3FFF),
+        counter & 0xFFFF,
+        _getrandbits(32),
+    )
 
 
 # --- parsing --------------------------------------------------------------------------------

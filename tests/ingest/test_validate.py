@@ -1,16 +1,22 @@
-"""Unit tests of ingest's pure steps (no Kafka): validate, encode, auth."""
+"""Unit tests of ingest's pure steps (no Kafka): validate, encode, partition, auth."""
 
 from __future__ import annotations
 
 import re
+import time
+import uuid
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from services.ingest.auth import ApiKeys, AuthResult
-from services.ingest.publish import MAX_VALUE_BYTES, encode_lines
+from services.ingest.publish import MAX_VALUE_BYTES, encode_lines, murmur2, partition_of
 from services.ingest.validate import (
     ItemError,
     Validated,
@@ -174,6 +180,9 @@ def test_new_custom_id_is_unique_sortable_uuid7() -> None:
     assert ids == sorted(ids)
     pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
     assert all(pattern.match(i) and is_valid_custom_id(i) for i in ids[:100])
+    parsed = uuid.UUID(ids[-1])
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs((parsed.int >> 80) - time.time() * 1000) < 60_000  # milliseconds since 1970
 
 
 def test_encode_lines_matches_the_contract_and_flags_oversized_items() -> None:
@@ -199,3 +208,10 @@ def test_api_keys_constant_time_check() -> None:
     assert keys.check("Bearer k-one") is AuthResult.OK
     assert keys.check("bearer k-two") is AuthResult.OK
     assert "k-one" not in repr(vars(keys))
+
+
+@given(key=st.binary(max_size=80), count=st.integers(1, 64))
+def test_partition_of_matches_the_default_partitioner(key: bytes, count: int) -> None:
+    partitions = list(range(count))
+    assert murmur2(key) == aiokafka_murmur2(key)
+    assert partition_of(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
