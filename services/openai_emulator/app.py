@@ -178,7 +178,7 @@ def v1_router() -> APIRouter:
         emulator.faults.check_upload()
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_FILE_BYTES + (1 << 20):
-            raise bad_request("File is too large: the maximum size is 512 MB.", "file")
+            raise bad_request("File is too large.")
         form = await request.form(max_files=1, max_fields=16)
         try:
             upload = form.get("file")
@@ -197,13 +197,9 @@ def v1_router() -> APIRouter:
                 if not filename.endswith(".jsonl"):
                     raise bad_request("Invalid file format for Batch API. Must be .jsonl", "file")
                 if size > emulator.config.max_batch_file_bytes:
-                    raise bad_request(
-                        f"File is too large ({size} bytes). The maximum size for purpose "
-                        f"'batch' is {emulator.config.max_batch_file_bytes} bytes (200 MB).",
-                        "file",
-                    )
+                    raise bad_request("File is too large.")  # OpenAI's words, no param
             if size > MAX_FILE_BYTES:
-                raise bad_request("File is too large: the maximum size is 512 MB.", "file")
+                raise bad_request("File is too large.")
             ttl = _file_ttl(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
             file_id = new_file_id()
             size = await emulator.storage.save_stream(upload.file, file_id)

@@ -38,7 +38,7 @@ def token_limit_error(model: str | None) -> Json:
     return batch_error(
         "token_limit_exceeded",
         f"Enqueued token limit reached for {model or 'the model'} in organization "
-        "org-emulator. Limit: 90,000 enqueued tokens. Please try again once some in_progress "
+        "org-emulator. Limit: 2,000,000 enqueued tokens. Please try again once some in_progress "
         "batches have been completed.",
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 MAX_REPORTED_ERRORS = 10
-TOO_MANY_REQUESTS_CODE = "too_many_requests"
+TOO_MANY_REQUESTS_CODE = "too_many_tasks"  # the code reported for OpenAI (third-party evidence)
 EMPTY_FILE_CODE = "empty_file"
 
 

@@ -37,7 +37,7 @@ def test_validate_reports_many_errors_with_line_numbers() -> None:
 
 def test_validate_counts_past_the_line_limit() -> None:
     result = validate_lines(_lines(chat_file(4)), "/v1/chat/completions", 3)
-    assert result.errors[0]["code"] == "too_many_requests"
+    assert result.errors[0]["code"] == "too_many_tasks"
     assert result.total == 4
 
 

@@ -85,7 +85,7 @@ def test_more_than_50000_lines_fails(emulator: RunningEmulator) -> None:
     failed = wait(c, create(c, upload(c, data)).id)
     assert failed.status == "failed"
     assert failed.errors is not None and failed.errors.data
-    assert failed.errors.data[0].code == "too_many_requests"
+    assert failed.errors.data[0].code == "too_many_tasks"
     assert "50000" in (failed.errors.data[0].message or "")
 
 
@@ -146,7 +146,7 @@ def test_batch_upload_size_limit(emulator_factory: Any) -> None:
     c = client(emulator)
     with pytest.raises(openai.BadRequestError) as info:
         c.files.create(file=("big.jsonl", io.BytesIO(b"x" * 1001)), purpose="batch")
-    assert _error(info.value)["param"] == "file"
+    assert _error(info.value)["message"] == "File is too large."
     assert c.files.create(file=("ok.jsonl", io.BytesIO(b"x" * 1000)), purpose="batch").id
 
 
