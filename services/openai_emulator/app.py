@@ -304,8 +304,9 @@ def v1_router() -> APIRouter:
         emulator = _emulator(request)
         q = request.query_params
         limit = _limit(q.get("limit"), 20, 100)
-        data, has_more = await emulator.store.list_batches(q.get("after"), limit)
-        return json_response(list_page(data, has_more))
+        pairs, has_more = await emulator.store.list_batches(q.get("after"), limit)
+        rate = emulator.config.line_failure_rate
+        return json_response(list_page([present_batch(o, i, rate) for o, i in pairs], has_more))
 
     @router.get("/batches/{batch_id}")
     async def retrieve_batch(request: Request, batch_id: str) -> Response:

@@ -189,9 +189,11 @@ class Store:
                 await self.db.execute("ROLLBACK")
                 raise
 
-    async def list_batches(self, after: str | None, limit: int) -> tuple[list[Json], bool]:
+    async def list_batches(
+        self, after: str | None, limit: int
+    ) -> tuple[list[tuple[Json, Json]], bool]:
         params: list[Any] = []
-        sql = "SELECT obj FROM batches"
+        sql = "SELECT obj, internal FROM batches"
         if after:
             row = await self._one("SELECT seq FROM batches WHERE id = ?", (after,))
             if row is not None:
@@ -199,7 +201,8 @@ class Store:
                 params.append(row[0])
         sql += " ORDER BY seq DESC LIMIT ?"
         rows = await self._all(sql, [*params, limit + 1])
-        return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
+        pairs = [(orjson.loads(r[0]), orjson.loads(r[1])) for r in rows[:limit]]
+        return pairs, len(rows) > limit
 
     async def active_batches(self) -> list[tuple[Json, Json]]:
         marks = ",".join("?" * len(ACTIVE_STATUSES))
