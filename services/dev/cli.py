@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import signal
 import socket
@@ -144,14 +145,19 @@ def _available_commands() -> list[str]:
     return [c.name for c in app.registered_commands if c.name]
 
 
+class OpenAIChoice(enum.StrEnum):
+    emulator = "emulator"
+    real = "real"
+
+
 def dev(
     openai: Annotated[
-        str,
+        OpenAIChoice,
         typer.Option(
-            help="'emulator' (default): a local OpenAI emulator on :8100; 'real': api.openai.com "
-            "with OPENAI_API_KEY (and OPENAI_BASE_URL if set)."
+            help="emulator: a local OpenAI emulator on :8100; real: api.openai.com with "
+            "OPENAI_API_KEY (and OPENAI_BASE_URL if set)."
         ),
-    ] = "emulator",
+    ] = OpenAIChoice.emulator,
     data_dir: Annotated[
         Path, typer.Option(help="Where Kafka, the emulator and the services keep their state.")
     ] = Path(".batchpipe"),
@@ -166,10 +172,7 @@ def dev(
     batches are polled every second (BATCHPIPE_POLL_INTERVAL_SECONDS) unless your environment
     sets them. Ctrl-C stops everything; state is kept in --data-dir.
     """
-    if openai not in ("emulator", "real"):
-        typer.secho("batchpipe dev: --openai must be 'emulator' or 'real'", err=True, fg="red")
-        raise typer.Exit(2)
-    mode: OpenAIMode = "real" if openai == "real" else "emulator"
+    mode: OpenAIMode = "real" if openai is OpenAIChoice.real else "emulator"
     options = DevOptions(
         openai=mode, data_dir=data_dir, kafka_port=kafka_port, ingest_port=ingest_port
     )

@@ -135,3 +135,17 @@ def test_dev_refuses_real_openai_without_a_key(monkeypatch: pytest.MonkeyPatch) 
 def test_dev_refuses_an_unknown_openai_mode() -> None:
     result = CliRunner().invoke(app, ["dev", "--openai", "azure"])
     assert result.exit_code == 2
+
+
+def test_dev_refuses_ports_in_use(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            app, ["dev", "--kafka-port", str(port), "--data-dir", str(tmp_path)]
+        )
+    assert result.exit_code == 2
+    assert f"{port} (kafka)" in result.output and "already in use" in result.output
