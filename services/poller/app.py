@@ -79,6 +79,7 @@ class Poller:
         self.metrics = PollerMetrics(lambda: list(self.follower.tracked.values()))
         self.stopping = asyncio.Event()
         self.ready = False
+        self.assigned = False  # a first partition assignment (possibly empty) went through
         self._state_partitions = settings.topic_partitions
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -92,6 +93,7 @@ class Poller:
         await asyncio.gather(*(publisher.start() for publisher in new))
         for publisher in new:
             self.publishers[publisher.partition] = publisher
+        self.assigned = True
         log.info("partitions.assigned", partitions=sorted(self.publishers))
 
     async def release(self, partitions: list[int]) -> None:
@@ -183,7 +185,7 @@ class Poller:
             return await topic_exists(self.settings, self.settings.batches_topic)
 
         async def started() -> bool:
-            return self.ready
+            return self.ready and self.assigned
 
         app = FastAPI(title="batchpipe poller", docs_url=None, redoc_url=None, openapi_url=None)
         app.include_router(

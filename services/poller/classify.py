@@ -129,6 +129,24 @@ class Classifier:
             return Retry(custom_id=custom_id, attempt=attempt + 1, error=error)
         return self._result(custom_id, terminal, response=response, error=error)
 
+    def succeeded_json(
+        self, custom_id: str, status_code: int, body: dict[str, Any], usage: Any
+    ) -> dict[str, Any]:
+        """The JSON form of a ``succeeded`` ``ResultMessage``, built without pydantic: the hot
+        path for 50,000-line files (equality with ``encode(ResultMessage(...))`` is tested)."""
+        return {
+            "custom_id": custom_id,
+            "status": "succeeded",
+            "batch_id": self.batch.batch_id,
+            "response": {"status_code": status_code, "body": body},
+            "error": None,
+            "attempts": self.batch.attempts.get(custom_id, 0) + 1,
+            "model": self.batch.model,
+            "usage": usage if isinstance(usage, dict) else None,
+            "submitted_at": self.batch.submitted_at,
+            "completed_at": self.completed_at,
+        }
+
     def line(self, line: Mapping[str, Any]) -> Decision:
         """Decide for one line of the output or error file (``custom_id`` must be a str)."""
         custom_id = str(line["custom_id"])

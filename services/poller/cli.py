@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ def poller() -> None:
     from shared.settings import SettingsError
 
     settings = settings_or_exit("poller")
+    for chatty in ("httpx", "httpx2"):  # one INFO line per retrieve call otherwise
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
     async def main() -> None:
         try:

@@ -91,6 +91,31 @@ def retry_emission(retry: Retry, raw_line: str) -> Emission:
     )
 
 
+def _succeeded(classifier: Classifier, custom_id: str, line: dict[str, Any]) -> Emission | None:
+    """A 2xx line's result without pydantic (the common case), or None for the slow path."""
+    response = line.get("response")
+    if not isinstance(response, dict):
+        return None
+    status_code = response.get("status_code")
+    body = response.get("body")
+    if not isinstance(status_code, int) or not 200 <= status_code < 300:
+        return None
+    if not isinstance(body, dict):
+        return None
+    usage = body.get("usage")
+    message = classifier.succeeded_json(custom_id, status_code, body, usage)
+    tokens_in, tokens_out = _tokens(message["usage"])
+    return Emission(
+        kind="result",
+        custom_id=custom_id,
+        value=orjson.dumps(message),
+        headers=[],
+        status="succeeded",
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+    )
+
+
 def _parse(raw: str) -> dict[str, Any] | None:
     try:
         parsed = orjson.loads(raw)
@@ -128,6 +153,10 @@ async def emissions(
                 if custom_id in seen:
                     continue
                 seen.add(custom_id)
+                fast = _succeeded(classifier, custom_id, line)
+                if fast is not None:
+                    yield fast
+                    continue
                 decision = classifier.line(line)
                 if isinstance(decision, Retry):
                     retries[custom_id] = decision

@@ -6,7 +6,7 @@ import orjson
 
 from services.poller.classify import BatchOutcome
 from services.poller.results import Emission, emissions
-from shared.contracts import ATTEMPT_HEADER, ResultMessage, decode
+from shared.contracts import ATTEMPT_HEADER, ResultMessage, decode, encode
 
 from .helpers import error_line, http_error_line, memory_opener, ok_line, record, request_line
 
@@ -70,3 +70,16 @@ async def test_the_sequence_is_deterministic_for_replays() -> None:
     assert [(e.custom_id, e.kind, e.headers) for e in first] == [
         (e.custom_id, e.kind, e.headers) for e in second
     ]
+
+
+async def test_fast_succeeded_path_encodes_exactly_like_the_contract() -> None:
+    from services.poller.classify import Classifier
+
+    batch = record(attempts={"a": 1})
+    outcome = BatchOutcome("completed", "out", finished_at=1_700_000_400)
+    out, _ = await collect(batch, outcome, {"out": [ok_line("a", 3, 4)], "file-in": []})
+    slow = Classifier(batch, outcome, max_attempts=3, now=1).line(ok_line("a", 3, 4))
+    assert isinstance(slow, ResultMessage)
+    assert out[0].value == encode(slow)
+    assert decode(ResultMessage, out[0].value) == slow
+    assert (out[0].input_tokens, out[0].output_tokens) == (3, 4)
