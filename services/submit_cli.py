@@ -52,14 +52,13 @@ class SubmitSummary:
             self.refusals.append(Refusal(line, reason))
 
 
-def parse_line(
-    raw: bytes, line_no: int, default_model: str, default_kwargs: Mapping[str, Any]
-) -> RequestLine:
+def parse_line(raw: bytes, default_model: str, default_kwargs: Mapping[str, Any]) -> RequestLine:
     """One line of the file → its request line, or ``ItemRefused`` with the reason."""
     try:
         item = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ItemRefused(f"not valid JSON: {exc}") from None
+        where = f" at column {exc.colno}" if exc.colno else ""
+        raise ItemRefused(f"not valid JSON{where}: {exc.msg}") from None
     return normalize_item(item, default_model=default_model, default_kwargs=default_kwargs)
 
 
@@ -107,7 +106,7 @@ async def submit_file(
                     if not raw.strip():
                         continue
                     try:
-                        line = parse_line(raw, summary.lines, model, kwargs)
+                        line = parse_line(raw, model, kwargs)
                         seen.check(line.custom_id, summary.lines)
                     except ItemRefused as exc:
                         summary.refuse(summary.lines, str(exc))

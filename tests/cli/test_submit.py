@@ -53,7 +53,7 @@ async def test_good_lines_land_bad_lines_are_refused_with_their_line_numbers(
     assert summary.accepted == 3
     assert summary.lines == 7
     assert [(r.line, r.reason.split(":")[0].split(";")[0]) for r in summary.refusals] == [
-        (5, "not valid JSON"),
+        (5, "not valid JSON at column 2"),
         (6, "duplicate custom_id 'obj-1' (first at 2)"),
         (7, "item[0] has unknown role 'robot'"),
     ]
@@ -110,7 +110,7 @@ def test_cli_exits_1_listing_refused_lines_and_0_when_all_accepted(
     result = CliRunner().invoke(app, ["submit", str(bad)])
     assert result.exit_code == 1, result.output
     assert "3 accepted into" in result.output and "3 refused" in result.output
-    assert "line 5: not valid JSON" in result.output
+    assert "line 5: not valid JSON at column 2" in result.output
     assert "line 7: item[0] has unknown role 'robot'" in result.output
 
     good = tmp_path / "good.jsonl"
