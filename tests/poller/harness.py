@@ -84,10 +84,18 @@ async def wait_ended(client: AsyncOpenAI, batch_id: str, timeout: float = 30.0) 
 
 
 async def publish_batches(
-    producer: AIOKafkaProducer, settings: Settings, records: Sequence[BatchRecord]
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    records: Sequence[BatchRecord],
+    partition: int | None = None,
 ) -> None:
     for record in records:
-        await producer.send(settings.batches_topic, encode(record), key=key_bytes(record.batch_id))
+        await producer.send(
+            settings.batches_topic,
+            encode(record),
+            key=key_bytes(record.batch_id),
+            partition=partition,
+        )
     await producer.flush()
 
 

@@ -101,3 +101,34 @@ async def test_kill_9_mid_stream_then_restart_is_exactly_once(
     await dirty.stop()
     await clean.stop()
     await client.close()
+
+
+async def test_restart_skips_batches_finished_behind_an_unfinished_one(
+    kafka_bootstrap: str, emulator: Any, producer_factory: Any
+) -> None:
+    """Offsets of ``batches`` only advance to the lowest unfinished batch; a batch finished
+    after it is re-read on restart and skipped thanks to the state topic, not published twice."""
+    settings = await poller_settings(kafka_bootstrap, emulator)
+    client = make_openai(settings)
+    emulator.set_faults(processing_seconds=8.0)
+    slow = await create_batch(client, lines_for("slow", 5))
+    emulator.set_faults(processing_seconds=0.3)
+    fast = await create_batch(client, lines_for("fast", 5))
+    assert await wait_ended(client, fast.batch_id) == "completed"
+    await publish_batches(await producer_factory(), settings, [slow, fast], partition=0)
+    results = await committed_consumer(settings, settings.results_topic)
+
+    async with running_poller(settings) as poller:
+        first = await read_until(results, lambda rs: len(rs) >= 5, timeout=20, settle=0.5)
+        assert {r.key.decode().split("-")[0] for r in first} == {"fast"}
+        assert slow.batch_id in poller.follower.tracked
+        assert poller.publishers[0].offsets.committed == 0  # held back by the slow batch
+
+    async with running_poller(settings) as poller:
+        assert fast.batch_id in poller.publishers[0].done
+        second = await read_until(results, lambda rs: len(rs) >= 5, timeout=30, settle=1.0)
+        assert poller.publishers[0].offsets.committed == 2
+    keys = Counter(r.key.decode() for r in [*first, *second])
+    assert len(keys) == 10 and set(keys.values()) == {1}
+    await results.stop()
+    await client.close()
