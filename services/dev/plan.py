@@ -90,7 +90,12 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
     """Everything ``batchpipe dev`` will start, in start order (stopped in reverse)."""
     data_dir = options.data_dir.resolve()
     bootstrap = f"127.0.0.1:{options.kafka_port}"
-    settings: dict[str, str] = {k: environ.get(k, v) for k, v in DEMO_DEFAULTS.items()}
+    defaults = {
+        **DEMO_DEFAULTS,
+        # Faust's data dir and the JSONL files being uploaded: under the state dir too
+        "BATCHPIPE_DISPATCHER_DATA_DIR": str(data_dir / "dispatcher" / "data"),
+    }
+    settings: dict[str, str] = {k: environ.get(k, v) for k, v in defaults.items()}
     settings.update(
         {
             "BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,

@@ -56,6 +56,7 @@ def test_demo_settings_point_every_child_at_the_local_broker_and_emulator(tmp_pa
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:8100/v1"
     assert env["OPENAI_API_KEY"] == EMULATOR_API_KEY
     assert env["PATH"] == "/bin"
+    assert env["BATCHPIPE_DISPATCHER_DATA_DIR"] == str(tmp_path / "dispatcher" / "data")
     assert plan.urls["ingest API docs"] == "http://127.0.0.1:8000/docs"
     assert plan.urls["poller status"] == "http://127.0.0.1:8001/status"
     assert ports_of(plan) == {
