@@ -1,0 +1,63 @@
+"""Pure parts of state.py and status.py: offset bookkeeping, the /status document."""
+
+from __future__ import annotations
+
+from services.poller.poll import Tracked
+from services.poller.results import Emission
+from services.poller.state import PartitionOffsets
+from services.poller.status import PollerMetrics, status_snapshot
+
+from .helpers import record
+
+
+def test_offsets_advance_only_past_finished_batches() -> None:
+    offsets = PartitionOffsets()
+    offsets.track(10, "a")
+    offsets.track(11, "b")
+    offsets.track(12, "c")
+    assert offsets.committable() == 10
+    assert offsets.committable(finishing=11) == 10  # b done first: a still holds the offset
+    offsets.skip(11)
+    assert offsets.committable(finishing=10) == 12
+    offsets.skip(10)
+    offsets.skip(13)  # an already-finished record, re-read on replay
+    assert offsets.committable() == 12
+    assert offsets.committable(finishing=12) == 14
+
+
+def test_status_snapshot_and_metrics() -> None:
+    tracked = {
+        "batch_1": Tracked(
+            record=record("batch_1", request_count=3),
+            partition=0,
+            offset=5,
+            status="in_progress",
+            request_counts={"total": 3, "completed": 1, "failed": 0},
+        ),
+        "batch_2": Tracked(record=record("batch_2", request_count=7), partition=1, offset=0),
+    }
+    metrics = PollerMetrics(lambda: list(tracked.values()))
+    metrics.count_chunk(
+        "gpt-4o-mini",
+        [
+            Emission("result", "x", b"{}", [], "succeeded", 5, 7),
+            Emission("retry", "y", b"{}", [], "retry"),
+        ],
+    )
+    doc = status_snapshot(tracked, metrics, now=1_700_000_060)
+    assert doc["totals"] == {
+        "in_flight": 2,
+        "requests_in_flight": 10,
+        "by_status": {"in_progress": 1, "unknown": 1},
+        "results_published": 1,
+        "retries_published": 1,
+    }
+    first = doc["batches"][0]
+    assert first["model"] == "gpt-4o-mini" and first["age_seconds"] == 60.0
+    assert first["request_counts"] == {"total": 3, "completed": 1, "failed": 0}
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    assert 'poller_batches_in_flight{status="in_progress"} 1.0' in text
+    assert 'poller_tokens_total{kind="output",model="gpt-4o-mini"} 7.0' in text
+    assert "poller_retries_total 1.0" in text
