@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from services.ingest.auth import ApiKeys, AuthResult
-from services.ingest.publish import MAX_VALUE_BYTES, Publisher, Unavailable, encode_lines
+from services.ingest.publish import Publisher, Unavailable, encode_lines
 from services.ingest.validate import ROLES, BodyError, ItemError, parse_body, validate_items
 from shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
 from shared.kafka import topic_exists
@@ -331,13 +331,15 @@ def create_app(
             return refuse(
                 422, "invalid", f"{n} of {count} items invalid", errors=checked.errors, items=count
             )
-        records, too_large = encode_lines(checked.lines)
-        if too_large:
-            errors = [
-                ItemError(i, f"item is {size} bytes; at most {MAX_VALUE_BYTES}")
-                for i, size in too_large
-            ]
-            return refuse(413, "item_too_large", "items too large", errors=errors, items=count)
+        records, problems = encode_lines(checked.lines)
+        if problems:
+            errors = [ItemError(p.index, p.reason) for p in problems]
+            if all(p.too_large for p in problems):
+                return refuse(413, "item_too_large", "items too large", errors=errors, items=count)
+            n = len(problems)
+            return refuse(
+                422, "invalid", f"{n} of {count} items invalid", errors=errors, items=count
+            )
         started = time.perf_counter()
         try:
             await publisher.publish(records)

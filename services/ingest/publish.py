@@ -88,11 +88,31 @@ class Encoded:
     value: bytes
 
 
-def encode_lines(lines: Sequence[RequestLine]) -> tuple[list[Encoded], list[tuple[int, int]]]:
-    """Serialise every line; also return (index, size) of the lines too large for Kafka."""
-    encoded = [Encoded(key_bytes(line.custom_id), encode(line)) for line in lines]
-    too_large = [(i, len(e.value)) for i, e in enumerate(encoded) if len(e.value) > MAX_VALUE_BYTES]
-    return encoded, too_large
+@dataclass(frozen=True, slots=True)
+class EncodeProblem:
+    """Line ``index`` cannot go on the topic: too large, or not serialisable (too deep)."""
+
+    index: int
+    reason: str
+    too_large: bool
+
+
+def encode_lines(lines: Sequence[RequestLine]) -> tuple[list[Encoded], list[EncodeProblem]]:
+    """Serialise every line (``contracts.encode``); also list the lines that cannot be sent."""
+    encoded: list[Encoded] = []
+    problems: list[EncodeProblem] = []
+    for index, line in enumerate(lines):
+        try:
+            value = encode(line)
+        except (ValueError, TypeError) as exc:  # e.g. nesting deeper than the serialiser allows
+            problems.append(EncodeProblem(index, f"item cannot be serialised: {exc}", False))
+            continue
+        if len(value) > MAX_VALUE_BYTES:
+            reason = f"item is {len(value)} bytes; at most {MAX_VALUE_BYTES}"
+            problems.append(EncodeProblem(index, reason, True))
+            continue
+        encoded.append(Encoded(key_bytes(line.custom_id), value))
+    return encoded, problems
 
 
 class Publisher:

@@ -90,6 +90,12 @@ REFUSED: list[tuple[str, Any, int, str]] = [
         "duplicate custom_id",
     ),
     ("not json", b"{oops", 422, "not valid JSON"),
+    (
+        "too deep to serialise",
+        b'{"data": [{"messages": [{"role": "user"}], "x": ' + b"[" * 300 + b"]" * 300 + b"}]}",
+        422,
+        "cannot be serialised",
+    ),
     ("empty data", {"data": []}, 422, "'data' is empty"),
     ("too many items", {"data": [MSG] * 6}, 413, "at most 5 per POST"),
 ]
@@ -131,7 +137,7 @@ async def test_each_rule_gives_its_4xx_and_publishes_nothing(
         assert streamed.status_code == 413
 
         metrics = (await client.get("/metrics")).text
-        assert 'batchpipe_ingest_requests_refused_total{reason="invalid"} 8.0' in metrics
+        assert 'batchpipe_ingest_requests_refused_total{reason="invalid"} 9.0' in metrics
         assert 'batchpipe_ingest_requests_refused_total{reason="body_too_large"} 2.0' in metrics
         assert 'batchpipe_ingest_items_refused_total{reason="too_many_items"} 6.0' in metrics
 

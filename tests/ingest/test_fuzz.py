@@ -79,7 +79,12 @@ document = (
     | st.fixed_dictionaries({"data": json_values})
     | item
 )
-body_bytes = document.map(orjson.dumps) | st.binary(max_size=64)
+deeply_nested = st.integers(1, 1100).map(
+    lambda depth: (
+        b'{"data": [{"messages": [{"role": "user"}], "x": ' + b"[" * depth + b"]" * depth + b"}]}"
+    )
+)
+body_bytes = document.map(orjson.dumps) | st.binary(max_size=64) | deeply_nested
 
 
 @settings(

@@ -188,10 +188,22 @@ def test_new_custom_id_is_unique_sortable_uuid7() -> None:
 def test_encode_lines_matches_the_contract_and_flags_oversized_items() -> None:
     big = "x" * (MAX_VALUE_BYTES + 1)
     result = check({"data": [MSG, [{"role": "user", "content": big}]]})
-    records, too_large = encode_lines(result.lines)
+    records, problems = encode_lines(result.lines)
     assert records[0].key == result.lines[0].custom_id.encode()
     assert decode(RequestLine, records[0].value) == result.lines[0]
-    assert [i for i, _ in too_large] == [1]
+    assert [(p.index, p.too_large) for p in problems] == [(1, True)]
+    assert "bytes; at most" in problems[0].reason
+
+    nested = "[" * 400 + "]" * 400  # valid JSON that the contract's serialiser refuses (deep)
+    too_deep = check(
+        b'{"data": [[{"role": "user"}], {"messages": [{"role": "user"}], "meta": %s}]}'
+        % nested.encode()
+    )
+    assert too_deep.ok
+    records, problems = encode_lines(too_deep.lines)
+    assert len(records) == 1
+    assert [(p.index, p.too_large) for p in problems] == [(1, False)]
+    assert "cannot be serialised" in problems[0].reason
 
 
 def test_api_keys_constant_time_check() -> None:
