@@ -163,6 +163,9 @@ def dev(
     ] = Path(".batchpipe"),
     kafka_port: Annotated[int, typer.Option(help="Port of the local Kafka broker.")] = 9092,
     ingest_port: Annotated[int, typer.Option(help="Port of ingest (POST /requests).")] = 8000,
+    emulator_port: Annotated[int, typer.Option(help="Port of the OpenAI emulator.")] = 8100,
+    poller_port: Annotated[int, typer.Option(help="Port of the poller (/status).")] = 8001,
+    dispatcher_port: Annotated[int, typer.Option(help="Port of the dispatcher's web.")] = 6066,
 ) -> None:
     """Run the whole pipeline locally in one terminal, with demo-friendly settings.
 
@@ -174,7 +177,13 @@ def dev(
     """
     mode: OpenAIMode = "real" if openai is OpenAIChoice.real else "emulator"
     options = DevOptions(
-        openai=mode, data_dir=data_dir, kafka_port=kafka_port, ingest_port=ingest_port
+        openai=mode,
+        data_dir=data_dir,
+        kafka_port=kafka_port,
+        ingest_port=ingest_port,
+        emulator_port=emulator_port,
+        poller_port=poller_port,
+        dispatcher_port=dispatcher_port,
     )
     try:
         plan = build_plan(options, os.environ)
