@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.contracts import is_valid_custom_id
 from shared.request_items import DuplicateIds, ItemRefused, new_custom_id, normalize_item
@@ -100,3 +102,43 @@ def test_generated_ids_are_unique_and_time_ordered() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(is_valid_custom_id(i) and i[14] == "7" for i in ids[:10])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "custom_id",
+                    "messages",
+                    "body",
+                    "url",
+                    "method",
+                    "model",
+                    "role",
+                    "content",
+                    "input",
+                    "stream",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+@settings(max_examples=400, deadline=None)
+def test_any_json_value_is_either_a_request_line_or_refused_with_a_reason(item: Any) -> None:
+    try:
+        line = norm(item)
+    except ItemRefused as refused:
+        assert str(refused)
+        return
+    assert is_valid_custom_id(line.custom_id) and line.body["model"]
+    assert line.body.get("stream") is not True
