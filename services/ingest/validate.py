@@ -282,6 +282,12 @@ def _type(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
+    """A short rendering of a client's value for a reason (containers by type only: their
+    repr could be huge or too deep to compute)."""
+    if isinstance(value, list | dict):
+        return _type(value)
+    if isinstance(value, str):
+        value = value[:_SHOWN_MAX]
     text = repr(value)
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
 

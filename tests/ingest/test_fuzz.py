@@ -79,10 +79,21 @@ document = (
     | st.fixed_dictionaries({"data": json_values})
     | item
 )
-deeply_nested = st.integers(1, 1100).map(
-    lambda depth: (
-        b'{"data": [{"messages": [{"role": "user"}], "x": ' + b"[" * depth + b"]" * depth + b"}]}"
-    )
+deep_templates = st.sampled_from(
+    [
+        b'{"data": [{"messages": [{"role": "user"}], "x": %s}]}',
+        b'{"data": [{"messages": [{"role": "user"}], "custom_id": %s}]}',
+        b'{"data": [{"messages": [{"role": "user"}], "model": %s}]}',
+        b'{"data": [{"url": %s, "body": {"messages": [{"role": "user"}]}}]}',
+        b'{"data": [[{"role": %s}]]}',
+        b'{"data": %s}',
+        b"%s",
+    ]
+)
+deeply_nested = st.builds(
+    lambda template, depth: template % (b"[" * depth + b"]" * depth),
+    deep_templates,
+    st.integers(1, 1100),
 )
 body_bytes = document.map(orjson.dumps) | st.binary(max_size=64) | deeply_nested
 

@@ -169,9 +169,19 @@ def test_unusable_bodies(raw: bytes, reason: str) -> None:
     assert reason in errors[0].reason
 
 
-def test_a_long_value_is_shortened_in_the_reason() -> None:
+def test_a_long_or_deep_value_is_shortened_in_the_reason() -> None:
     errors = errors_of({"data": [[{"role": "r" * 1000}]]})
     assert len(errors[0].reason) < 200
+    deep = b"[" * 1020 + b"]" * 1020  # deeper than Python's repr can go
+    msgs = b'[{"role": "user"}]'
+    for raw in (
+        b'{"custom_id": %s, "messages": %s}' % (deep, msgs),
+        b'{"model": %s, "messages": %s}' % (deep, msgs),
+        b'{"url": %s, "body": {"messages": %s}}' % (deep, msgs),
+        b'[{"role": %s}]' % deep,
+    ):
+        errors = errors_of(raw)
+        assert len(errors) == 1 and "a list" in errors[0].reason, errors
 
 
 def test_new_custom_id_is_unique_sortable_uuid7() -> None:
