@@ -72,14 +72,28 @@ def serve_bare(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def cpu_during(pid: int, warmup: float, seconds: float) -> float:
+    """CPU seconds ``pid`` uses in the measured window."""
+    await asyncio.sleep(warmup)
+    before = cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return cpu_seconds(pid) - before
+
+
 # --- load (separate process) ---------------------------------------------------------------
 
 
-def load(url: str, items: int, seconds: float, warmup: float, out: Any) -> None:
-    out.put(asyncio.run(_load(url, items, seconds, warmup)))
+def load(url: str, pid: int, items: int, seconds: float, warmup: float, out: Any) -> None:
+    out.put(asyncio.run(_load(url, pid, items, seconds, warmup)))
 
 
-async def _load(url: str, items: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def _load(url: str, pid: int, items: int, seconds: float, warmup: float) -> dict[str, Any]:
     import aiohttp
 
     body = body_of(items)
@@ -105,11 +119,13 @@ async def _load(url: str, items: int, seconds: float, warmup: float) -> dict[str
                     stats["errors"] += 1
 
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    cpu = asyncio.ensure_future(cpu_during(pid, warmup, seconds))
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
     latencies.sort()
     return {
         **stats,
+        "cpu": await cpu,
         "seconds": seconds,
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else 0.0,
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
@@ -160,10 +176,9 @@ async def _raw_producer(seconds: float, warmup: float, own_partitioner: bool) ->
             chunk = chunks[i % len(chunks)]
             i += 1
             if own_partitioner:  # as ingest does: the same key -> partition mapping
+                send = producer.send
                 futures = [
-                    await producer.send(
-                        topic, value=v, key=k, partition=partition_of(k, partitions)
-                    )
+                    await send(topic, value=v, key=k, partition=partition_of(k, partitions))
                     for k, v in chunk
                 ]
             else:  # plain aiokafka: its default partitioner hashes each key
@@ -175,6 +190,7 @@ async def _raw_producer(seconds: float, warmup: float, own_partitioner: bool) ->
                 stats["posts"] += 1
                 latencies.append(done - now)
 
+    cpu = asyncio.ensure_future(cpu_during(os.getpid(), warmup, seconds))
     try:
         await asyncio.gather(*(sender(n) for n in range(CONCURRENCY)))
     finally:
@@ -182,6 +198,7 @@ async def _raw_producer(seconds: float, warmup: float, own_partitioner: bool) ->
     latencies.sort()
     return {
         **stats,
+        "cpu": await cpu,
         "seconds": seconds,
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
@@ -228,9 +245,8 @@ def http_scenario(ctx: Any, name: str, env: dict[str, str] | None, items: int, a
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         print(f"  {name} ...", flush=True)
-        return run_in_process(
-            ctx, load, f"http://127.0.0.1:{port}/requests", items, args.seconds, args.warmup
-        )
+        url = f"http://127.0.0.1:{port}/requests"
+        return run_in_process(ctx, load, url, server.pid, items, args.seconds, args.warmup)
     finally:
         server.terminate()  # SIGTERM: ingest drains and stops its producer
         if env is not None:
@@ -326,8 +342,11 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> None:
         f"Python {sys.version.split()[0]}"
     )
     print()
-    print("| scenario | items/s | POSTs/s | p50 ms | p99 ms | vs raw producer | vs bare HTTP |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| scenario | items/s | POSTs/s | p50 ms | p99 ms | vs raw producer | vs bare HTTP "
+        "| CPU µs/item |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, key, bare in rows:
         r = best(key)
         items = rate(r)
@@ -335,9 +354,10 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> None:
         bare_rate = rate(best(bare)) if bare else 0.0
         vs_bare = f"{items / bare_rate:.0%}" if bare_rate else "—"
         errors = f" ({r['errors']} errors)" if r["errors"] else ""
+        cpu = 1e6 * r["cpu"] / r["items"] if r["items"] else 0.0
         print(
             f"| {label}{errors} | {items:,.0f} | {posts:,.0f} | {r['p50_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {items / raw:.0%} | {vs_bare} |"
+            f"{r['p99_ms']:.1f} | {items / raw:.0%} | {vs_bare} | {cpu:.1f} |"
         )
     ratio = rate(best("ingest100")) / raw
     paired = ", ".join(
@@ -350,6 +370,13 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> None:
         f"ingest (100 items/POST) / raw producer: {ratio:.0%} (best vs best; per round: {paired})"
     )
     print(f"target >= 50%: {verdict}")
+    cpu_raw = best("raw")["cpu"] / best("raw")["items"]
+    cpu_ingest = best("ingest100")["cpu"] / best("ingest100")["items"]
+    print(
+        f"CPU per item (load-independent): raw producer {1e6 * cpu_raw:.1f} µs, ingest "
+        f"{1e6 * cpu_ingest:.1f} µs -> ingest does the raw producer's work at "
+        f"{cpu_raw / cpu_ingest:.0%} of its efficiency"
+    )
 
 
 if __name__ == "__main__":
