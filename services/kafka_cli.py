@@ -50,15 +50,27 @@ def kafka(
         f"in {time.monotonic() - started:.1f}s (data: {broker.data_dir}); Ctrl-C stops it"
     )
 
+    process = broker.process
+    assert process is not None
+    stopping = False
+
     def stop(signum: int, _frame: object) -> None:
-        say("stopping Kafka ...")
-        broker.stop()
-        raise typer.Exit(0)
+        # Only signal the JVM here: the main thread is already in process.wait(), and waiting
+        # again inside the handler deadlocks Popen. A second signal kills the broker.
+        nonlocal stopping
+        if stopping:
+            process.kill()
+            return
+        stopping = True
+        say("stopping Kafka ... (again to kill)")
+        process.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    assert broker.process is not None
-    code = broker.process.wait()
+    code = process.wait()
+    if stopping and code in (0, 128 + signal.SIGTERM):
+        say("Kafka stopped cleanly")
+        return
     if code != 0:
         raise typer.Exit(code)
 

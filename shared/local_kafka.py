@@ -250,9 +250,16 @@ def _cluster_id(data_dir: Path) -> str:
     """A stable cluster id per data directory (Kafka wants 22 base64url characters)."""
     path = data_dir / "cluster.id"
     if path.exists():
-        return path.read_text().strip()
+        kept = path.read_text().strip()
+        if not kept.startswith("-"):
+            return kept
     import base64
 
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka's own Uuid.randomUuid: never start with "-", which the storage tool's argument
+    # parser would take for an option (one id in 64 did, failing the format at random).
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            break
     path.write_text(cid)
     return cid

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,51 @@ def test_compose_runs_the_same_kafka_version_in_kraft_mode() -> None:
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert kafka["environment"]["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 1
     assert "kafka-data" in compose["volumes"]
+
+
+def test_cluster_id_never_starts_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The storage tool reads "-..." as an option: such ids must be skipped (and replaced)."""
+    import uuid
+
+    from shared import local_kafka
+
+    dashed = uuid.UUID(bytes=b"\xfb" + bytes(15))  # base64url "-w..."
+    plain = uuid.UUID(bytes=bytes(16))
+    draws = iter([dashed, plain])
+    monkeypatch.setattr(local_kafka.uuid, "uuid4", lambda: next(draws))
+    (tmp_path / "cluster.id").write_text("-wAAAAAAAAAAAAAAAAAAAA")  # left by an older version
+    assert local_kafka._cluster_id(tmp_path) == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_kafka_command_exits_0_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(  # the CLI as a user runs it
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "kafka",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "k"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "ready on" in line:
+                break
+        else:
+            raise AssertionError("broker never became ready")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=45) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
