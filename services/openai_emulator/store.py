@@ -72,13 +72,17 @@ class Store:
             await self._db.close()
             self._db = None
 
+    # Every statement runs to completion under ``_lock``: on one SQLite connection, a SELECT
+    # stepped while another statement writes sees undefined results (seen: NULL statuses).
+
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        async with self.db.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        async with self._lock:
+            rows = await self.db.execute_fetchall(sql, tuple(params))
+            return next(iter(rows), None)
 
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        async with self.db.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        async with self._lock:
+            return list(await self.db.execute_fetchall(sql, tuple(params)))
 
     # files -------------------------------------------------------------------------------
 
