@@ -109,6 +109,10 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
+        # Faust's consumer hands messages over one at a time (two tasks per message in
+        # Consumer._drain_messages); bigger polls and buffers help a little (see bench/README).
+        broker_max_poll_records=5000,
+        stream_buffer_maxsize=16384,
         broker_session_timeout=settings.dispatcher_session_timeout_seconds,
         broker_heartbeat_interval=max(0.5, settings.dispatcher_session_timeout_seconds / 10),
         # Time the revocation hook may take to finish an in-flight dispatch (see agent.py).

@@ -290,3 +290,33 @@ def test_faust_commits_past_an_unacked_offset() -> None:
     assert faust_new_offset(list(range(5, 10)), None) == 10
     # committed = 10 (next to read), offset 10 unacked, 11..12 acked: off by one
     assert faust_new_offset([11, 12], 10) == 13
+
+
+def test_window_memory_is_close_to_its_jsonl_size() -> None:
+    """The encoded lines are exact-size bytes (not orjson's over-allocated buffers)."""
+    import tracemalloc
+
+    from services.dispatcher.window import Windows
+
+    raws = [
+        orjson.dumps(req(custom_id=f"m-{i}", body={"model": "m", "input": "x" * 900}))
+        for i in range(5000)
+    ]
+    tracemalloc.start()
+    try:
+        windows = Windows(max_requests=50_000, max_bytes=10**8, max_wait=60)
+        for i, raw in enumerate(raws):
+            result = classify(raw, 10**8)
+            assert isinstance(result, Valid)
+            windows.add(
+                endpoint=result.endpoint,
+                model=result.model,
+                custom_id=result.custom_id,
+                line=result.line,
+                position=("t", 0, i),
+            )
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    (window,) = windows.flush()
+    assert used < 1.6 * window.nbytes, (used, window.nbytes)

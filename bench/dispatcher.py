@@ -1,0 +1,326 @@
+"""Benchmark of the dispatcher: requests/s from the requests topic to submitted batches.
+
+Run: ``.venv/bin/python bench/dispatcher.py`` (about a minute on 2 cores). In one run, on one
+machine and one broker (a ``LocalKafka`` started here, or ``BATCHPIPE_BENCH_KAFKA_BOOTSTRAP``),
+with the emulator in its own process (``batchpipe openai-emulator``):
+
+1. ``--requests`` request lines of ~1 KB are produced to a fresh requests topic (not timed);
+2. raw: an aiokafka consumer (``make_consumer``, no group, all partitions from the start) reads
+   them all; requests/s = N / (first fetch -> last message);
+3. dispatcher: ``batchpipe dispatcher`` as a subprocess (JSON logs, BATCH_MAX_REQUESTS=50,000,
+   BATCH_MAX_WAIT_SECONDS=``--wait``); its own log timestamps give partitions assigned ->
+   the batch record that completes N requests is published (validate, window, write JSONL,
+   upload, create, publish, ledger); the batch records are read back to check the count.
+   Its peak RSS (VmHWM) and its RSS once started (before any request) are reported;
+4. memory of one cut: in this process, ``tracemalloc`` peak while 50,000 raw ~1 KB values
+   are validated, windowed, cut, written as JSONL, uploaded and created against the emulator,
+   relative to the window's JSONL size (target < 3x).
+
+Prints dispatcher requests/s, raw requests/s, the ratio (target >= 50%) and the memory figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import TopicPartition  # noqa: E402
+from openai import AsyncOpenAI  # noqa: E402
+
+from services.dispatcher.dead_letters import Valid, classify  # noqa: E402
+from services.dispatcher.jsonl import write_jsonl  # noqa: E402
+from services.dispatcher.window import Windows  # noqa: E402
+from shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
+from shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from shared.local_kafka import LocalKafka, free_port  # noqa: E402
+from shared.settings import Settings, settings_env  # noqa: E402
+
+BIN = Path(sys.executable).parent
+WINDOW = 50_000
+
+
+def rss_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def request_value(i: int, size: int = 1024) -> bytes:
+    line = {
+        "custom_id": f"bench-{i}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": ""}],
+            "max_tokens": 100,
+        },
+    }
+    pad = size - len(orjson.dumps(line))
+    line["body"]["messages"][0]["content"] = f"How can I learn Python? #{i} " + "x" * max(
+        0, pad - 30
+    )
+    return orjson.dumps(line)
+
+
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(url)).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(url)
+
+
+async def produce_all(settings: Settings, n: int) -> None:
+    producer = make_producer(settings, linger_ms=20, max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        for i in range(n):
+            pending.append(
+                await producer.send(
+                    settings.requests_topic, request_value(i), key=key_bytes(f"bench-{i}")
+                )
+            )
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def raw_consumer(settings: Settings, n: int) -> float:
+    """Seconds for a plain aiokafka consumer to read all ``n`` messages."""
+    consumer = make_consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.requests_topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        got = 0
+        started: float | None = None
+        while got < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                got += len(records)
+        assert started is not None
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def log_time(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+async def dispatcher_run(settings: Settings, n: int, work: Path) -> dict[str, Any]:
+    env = {**os.environ, **settings_env(settings), "BATCHPIPE_LOG_FORMAT": "json"}
+    log_path = work / "dispatcher.log"
+    proc = subprocess.Popen(
+        [str(BIN / "batchpipe"), "dispatcher"],
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    batches = make_consumer(settings, settings.batches_topic, group_id=None)
+    await batches.start()
+    peak = 0
+    idle_rss = 0
+    try:
+        total = 0
+        deadline = time.monotonic() + 300
+        while total < n:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dispatcher exited: {log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{total} of {n} requests submitted")
+            got = await batches.getmany(timeout_ms=200)
+            for records in got.values():
+                total += sum(decode(BatchRecord, r.value).request_count for r in records)
+            if not idle_rss and "dispatcher.assigned" in log_path.read_text(errors="replace"):
+                idle_rss = rss_kib(proc.pid, "VmRSS")
+            peak = max(peak, rss_kib(proc.pid, "VmHWM"))
+        peak = max(peak, rss_kib(proc.pid, "VmHWM"))
+    finally:
+        await batches.stop()
+        proc.terminate()
+        proc.wait(30)
+    # (Faust's terminal escapes may prefix a line)
+    lines = [orjson.loads(x[x.index("{") :]) for x in log_path.read_text().splitlines() if "{" in x]
+    assigned = [log_time(x) for x in lines if x.get("event") == "dispatcher.assigned"]
+    submitted = [(log_time(x), x["requests"]) for x in lines if x.get("event") == "batch.submitted"]
+    submitted.sort()
+    t0 = assigned[-1]
+    count = 0
+    t1 = t0
+    for t, requests in submitted:
+        count += requests
+        t1 = t
+        if count >= n:
+            break
+    return {
+        "seconds": t1 - t0,
+        "batches": len(submitted),
+        "peak_rss_mib": round(peak / 1024, 1),
+        "rss_when_ready_mib": round(idle_rss / 1024, 1),
+    }
+
+
+async def one_cut_memory(base_url: str, work: Path) -> dict[str, Any]:
+    """tracemalloc peak of validating, windowing, cutting, writing, uploading one window."""
+    values = [request_value(i) for i in range(WINDOW)]  # the consumed messages (not counted)
+    client = AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=2)
+    gc.collect()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    windows = Windows(max_requests=WINDOW, max_bytes=190_000_000, max_wait=3600)
+    cut = []
+    for offset, value in enumerate(values):
+        result = classify(value, 190_000_000)
+        assert isinstance(result, Valid)
+        cut += windows.add(
+            endpoint=result.endpoint,
+            model=result.model,
+            custom_id=result.custom_id,
+            line=result.line,
+            position=("requests", 0, offset),
+        ).cut
+    (window,) = cut
+    size = window.nbytes
+    path = await asyncio.to_thread(write_jsonl, window.lines, work)
+    window.release_lines()
+    with path.open("rb") as f:
+        uploaded = await client.files.create(file=(path.name, f), purpose="batch")
+    await client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    path.unlink()
+    await client.close()
+    return {
+        "window_jsonl_mib": round(size / 2**20, 1),
+        "peak_traced_mib": round((peak - base) / 2**20, 1),
+        "peak_over_jsonl": round((peak - base) / size, 2),
+    }
+
+
+async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
+    emulator_port = free_port()
+    emulator = subprocess.Popen(
+        [
+            str(BIN / "batchpipe"),
+            "openai-emulator",
+            "--port",
+            str(emulator_port),
+            "--processing-seconds",
+            "600",
+            "--data-dir",
+            str(work / "emulator"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "emulator.log").open("wb"),
+    )
+    try:
+        base_url = f"http://127.0.0.1:{emulator_port}/v1"
+        await wait_http(f"{base_url}/models")
+        suffix = uuid.uuid4().hex[:8]
+        settings = Settings(
+            kafka_bootstrap_servers=bootstrap,
+            requests_topic=f"bench-requests-{suffix}",
+            batches_topic=f"bench-batches-{suffix}",
+            results_topic=f"bench-results-{suffix}",
+            dead_letters_topic=f"bench-dead-letters-{suffix}",
+            topic_partitions=args.partitions,
+            batch_max_requests=WINDOW,
+            batch_max_wait_seconds=args.wait,
+            dispatcher_group_id=f"bench-dispatcher-{suffix}",
+            dispatcher_web_port=free_port(),
+            dispatcher_session_timeout_seconds=10,
+            openai_base_url=base_url,
+            openai_api_key="bench",  # type: ignore[arg-type]
+            log_level="INFO",
+        )
+        await ensure_topics(settings)
+        await produce_all(settings, args.requests)
+        raw_seconds = await raw_consumer(settings, args.requests)
+        dispatcher = await dispatcher_run(settings, args.requests, work)
+        memory = await one_cut_memory(base_url, work)
+    finally:
+        emulator.terminate()
+        emulator.wait(30)
+    raw_rate = args.requests / raw_seconds
+    rate = args.requests / dispatcher["seconds"]
+    return {
+        "requests": args.requests,
+        "request_bytes": len(request_value(0)),
+        "partitions": args.partitions,
+        "raw_consumer_rps": round(raw_rate),
+        "dispatcher_rps": round(rate),
+        "ratio": round(rate / raw_rate, 3),
+        "dispatcher": dispatcher,
+        "one_cut_memory": memory,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--wait", type=float, default=2.0, help="BATCH_MAX_WAIT_SECONDS")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as tmp:
+        work = Path(os.environ.get("BENCH_DISPATCHER_WORKDIR") or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        bootstrap = os.environ.get("BATCHPIPE_BENCH_KAFKA_BOOTSTRAP")
+        broker = None
+        if not bootstrap:
+            broker = LocalKafka(data_dir=work / "kafka", port=free_port())
+            broker_log = (work / "kafka.log").open("wb")
+            broker.start(stdout=broker_log.fileno())
+            broker.wait_ready(timeout=90)
+            bootstrap = broker.bootstrap
+        try:
+            result = asyncio.run(run(args, bootstrap, work))
+        finally:
+            if broker is not None:
+                broker.stop()
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    ok = result["ratio"] >= 0.5
+    print(f"dispatcher / raw = {result['ratio']:.0%} (target >= 50%): {'OK' if ok else 'BELOW'}")
+    mem = result["one_cut_memory"]["peak_over_jsonl"]
+    print(f"one-cut peak memory = {mem}x the window's JSONL (target < 3x)")
+
+
+if __name__ == "__main__":
+    main()
