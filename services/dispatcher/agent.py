@@ -409,10 +409,26 @@ class Dispatcher:
         if not offsets:
             return
         try:
-            if await self._commit(offsets):
-                self.offsets.committed(offsets)
+            if not await self._commit(offsets):
+                return
         except Exception as exc:  # a failed commit only means a replay, which the ledger skips
             log.warning("dispatcher.commit_failed", error=repr(exc))
+            return
+        self.offsets.committed(offsets)
+        await self._prune()
+
+    async def _prune(self) -> None:
+        """Tombstone ledger entries that no replay can reach any more (all their partitions are
+        ours and committed past them)."""
+        committed = {
+            tp: o for tp, o in self.offsets.committed_offsets().items() if tp in self.assigned
+        }
+        for dispatch_id in self.ledger.state.prunable(committed):
+            try:
+                await self.ledger.forget(dispatch_id)
+            except KafkaError as exc:
+                log.warning("ledger.prune_failed", error=repr(exc))
+                return
 
     # --- rebalancing --------------------------------------------------------------------
 

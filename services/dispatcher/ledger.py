@@ -28,6 +28,8 @@ The protocol (``agent.py`` drives it):
 3. While consuming, a request whose (topic, partition, offset) is covered by a ledger entry
    that is not abandoned is *skipped* (it is already in a batch). Replayed streams re-form
    windows differently (time cuts!), so coverage is per offset, not per window boundary.
+   Once the group's committed offsets have passed every request of a finished entry, no replay
+   can reach it: the worker that owns all of its partitions tombstones it (compaction).
 4. ``batches.create`` itself is called with the SDK's retries off; after any failure the worker
    looks the dispatch up by metadata before trying again, so a create that reached OpenAI but
    whose answer was lost is never repeated.
@@ -194,6 +196,19 @@ class LedgerState:
             return spans[i][1]
         return None
 
+    def prunable(self, committed: Mapping[TP, int], limit: int = 100) -> list[str]:
+        """Finished entries whose every request lies below the committed offsets given (so no
+        replay can reach them again): safe to tombstone."""
+        out: list[str] = []
+        for entry in self.entries.values():
+            if entry.state in UNFINISHED:
+                continue
+            if all(end < committed.get(tp, -1) for tp, _start, end in entry.ranges()):
+                out.append(entry.dispatch_id)
+                if len(out) >= limit:
+                    break
+        return out
+
     def unfinished(self, tps: Iterable[TP] | None = None) -> list[LedgerEntry]:
         wanted = set(tps) if tps is not None else None
         return [
@@ -246,6 +261,12 @@ class Ledger:
             self.topic, encode_entry(entry), key=entry.dispatch_id.encode()
         )
         self.state.apply(entry)
+
+    async def forget(self, dispatch_id: str) -> None:
+        """Tombstone an entry (compaction then removes it)."""
+        assert self._producer is not None, "Ledger.start() first"
+        await self._producer.send_and_wait(self.topic, None, key=dispatch_id.encode())
+        self.state.apply(None, dispatch_id)
 
     async def load(self) -> LedgerState:
         """Read the whole ledger (to the end offset at call time) into a fresh state."""

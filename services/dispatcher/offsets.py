@@ -75,6 +75,10 @@ class OffsetTracker:
     def committed(self, offsets: dict[TP, int]) -> None:
         self._committed.update(offsets)
 
+    def committed_offsets(self) -> dict[TP, int]:
+        """What was committed successfully, per partition."""
+        return dict(self._committed)
+
     def pending_count(self, tp: TP | None = None) -> int:
         parts = [self._parts[tp]] if tp is not None and tp in self._parts else []
         if tp is None:

@@ -62,7 +62,9 @@ async def test_count_cut(
     s = await setup(settings, emulator, batch_max_requests=10, batch_max_wait_seconds=60.0)
     producer = await producer_factory()
     ids = [f"c-{i}" for i in range(30)]
-    await produce(producer, s.requests_topic, ((i, request(i)) for i in ids))
+    await produce(producer, s.requests_topic, ((i, request(i)) for i in ids[:29]))
+    # a re-submission by the poller: same custom_id scheme, attempt header 2
+    await produce(producer, s.requests_topic, [(ids[29], request(ids[29]))], attempt=2)
     batches = await consumer_factory(s.batches_topic, group_id=None)
     worker = Worker(s, tmp_path / "w.log")
     try:
@@ -73,6 +75,13 @@ async def test_count_cut(
     assert [r.request_count for r in records] == [10, 10, 10], worker.log()
     assert all(r.dispatch_id.startswith("dsp_") and r.input_bytes > 0 for r in records)
     await assert_exactly_once(s, emulator, records, ids)
+    (retried,) = [r for r in records if ids[29] in await custom_ids_of(s, [r])]
+    assert retried.attempts == {ids[29]: 2}
+    assert sum(len(r.attempts) for r in records) == 1
+    # the committed offsets passed every dispatch: the ledger entries were tombstoned
+    ledger = await consumer_factory(f"{s.requests_topic}.dispatch-ledger", group_id=None)
+    values = [r.value for r in await drain(ledger, 1, settle=1.0)]
+    assert values.count(None) == 3, values
 
 
 async def _all_committed(s: Settings, n: int) -> bool:

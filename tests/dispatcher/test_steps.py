@@ -320,3 +320,13 @@ def test_window_memory_is_close_to_its_jsonl_size() -> None:
         tracemalloc.stop()
     (window,) = windows.flush()
     assert used < 1.6 * window.nbytes, (used, window.nbytes)
+
+
+def test_prunable_entries_lie_entirely_below_the_committed_offsets() -> None:
+    s = LedgerState()
+    s.apply(entry("done", [("t", 0, 0), ("t", 1, 4)], "published"))
+    s.apply(entry("gone", [("t", 0, 1)], "abandoned"))
+    s.apply(entry("open", [("t", 0, 2)], "created"))
+    s.apply(entry("late", [("t", 0, 3), ("t", 1, 9)], "published"))
+    assert sorted(s.prunable({("t", 0): 10, ("t", 1): 5})) == ["done", "gone"]
+    assert s.prunable({("t", 0): 10}) == ["gone"]  # partition 1 not ours / not committed
