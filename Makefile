@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install kafka-jars lint typecheck test test-fast dev bench clean
+.PHONY: install kafka-jars lint typecheck test test-fast dev chaos bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ DEV_ARGS ?=
 
 dev: install kafka-jars  ## run the whole pipeline locally: Kafka, emulator, ingest, dispatcher, poller
 	$(BIN)/batchpipe dev $(DEV_ARGS)
+
+CHAOS_ARGS ?=
+
+chaos: install kafka-jars  ## reliability suite: kill/restart/fault every part; one table, fails on any loss
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
