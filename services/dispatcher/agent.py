@@ -134,6 +134,11 @@ class Dispatcher:
         self._files: dict[str, Path] = {}
         self._retry_max = retry_max_delay
 
+    @property
+    def generation(self) -> int:
+        """Incremented by every revocation: work begun before it is stale."""
+        return self._generation
+
     # --- consuming ----------------------------------------------------------------------
 
     async def handle(self, msg: Incoming, is_stale: Callable[[], bool] = lambda: False) -> None:

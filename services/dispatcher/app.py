@@ -94,7 +94,31 @@ class Runtime:
             await self.dispatcher.client.close()
 
 
+def _read_committed_consumers() -> None:
+    """Make Faust's worker consumer read_committed (idempotent, process-wide).
+
+    faust-streaming 0.15 hard-codes ``isolation_level="read_uncommitted"`` unless the app uses
+    Kafka transactions itself. The poller re-publishes retries to ``requests`` inside
+    transactions; read uncommitted, a retry from an aborted (then replayed) transaction would
+    be submitted twice. Only the dispatcher runs Faust in batchpipe."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread_cls: Any = driver.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_batchpipe_read_committed", False):
+        return
+    original = thread_cls._create_worker_consumer
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+    thread_cls._create_worker_consumer = create_worker_consumer
+    thread_cls._batchpipe_read_committed = True
+
+
 def create_app(settings: Settings) -> faust.App:
+    _read_committed_consumers()
     datadir = settings.dispatcher_data_dir or tempfile.mkdtemp(prefix="batchpipe-dispatcher-")
     app = faust.App(
         settings.dispatcher_group_id,

@@ -6,6 +6,7 @@ exactly one batch (nothing lost, nothing twice) and the emulator saw no duplicat
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,26 @@ async def test_mixed_models_split_and_dead_letters(
         client_ids = await custom_ids_of(s, [record])
         assert all(ids.index(c) % 2 == (record.model == "model-a") for c in client_ids if c in ids)
     await assert_exactly_once(s, emulator, records, [*ids, "x-6"])
+
+
+async def test_aborted_transactions_are_not_submitted(
+    settings: Settings, emulator: Any, producer_factory: Any, consumer_factory: Any, tmp_path: Path
+) -> None:
+    """The poller re-publishes retries inside transactions: an aborted one must not be read."""
+    s = await setup(settings, emulator, batch_max_requests=1000, batch_max_wait_seconds=1.5)
+    txn = await producer_factory(transactional_id=f"test-{s.requests_topic}")
+    await txn.begin_transaction()
+    await produce(txn, s.requests_topic, [("aborted-1", request("aborted-1"))], attempt=1)
+    await txn.abort_transaction()
+    producer = await producer_factory()
+    ids = [f"ok-{i}" for i in range(5)]
+    await produce(producer, s.requests_topic, ((i, request(i)) for i in ids))
+    batches = await consumer_factory(s.batches_topic, group_id=None)
+    worker = Worker(s, tmp_path / "w.log")
+    try:
+        records = await read_batches(batches, 60, until=lambda r: total(r) >= 5)
+        await asyncio.sleep(2.0)
+        records += await read_batches(batches, 1, until=lambda r: True)
+    finally:
+        worker.stop()
+    await assert_exactly_once(s, emulator, records, ids)
