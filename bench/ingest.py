@@ -1,15 +1,19 @@
 """Benchmark of the ingest service: items/s through ``POST /requests`` against its ceilings.
 
-Run: ``.venv/bin/python bench/ingest.py`` (about a minute on 2 cores). In one run, on one
+Run: ``.venv/bin/python bench/ingest.py`` (about 1.5 minutes on 2 cores). In one run, on one
 machine and one broker (a ``LocalKafka`` started here, or ``BATCHPIPE_BENCH_KAFKA_BOOTSTRAP``):
 
-- raw producer: aiokafka (the same ``make_producer`` config as ingest, ``acks=all``) sending
-  the same request lines ingest produces, 32 concurrent senders of 100 lines each;
+- raw producer: aiokafka (the same ``make_producer`` config as ingest, ``acks=all``, uvloop)
+  sending the very request lines ingest produces, 32 concurrent senders of 100 lines each,
+  once with aiokafka's own partitioner and once with ingest's ``partition_of`` (same mapping);
 - bare FastAPI: an endpoint that reads the same body and does nothing (the HTTP ceiling);
-- ingest: ``batchpipe``'s app under uvicorn (1 worker), with 100 and with 1 item per POST.
+- ingest: the shipped ``batchpipe ingest`` command (1 worker), 100 and 1 item(s) per POST.
 
 HTTP load comes from a separate process (aiohttp, concurrency 32, keep-alive); every server
-runs in its own process. Each figure is the steady state over ``--seconds`` after a warm-up.
+runs in its own process. Each figure is the steady state over ``--seconds`` after a warm-up,
+plus the CPU time the producing process (raw producer, or the server) spent per item, which
+hardly depends on what else the machine is doing. The raw producer and ingest(100) run in
+alternating pairs (``--rounds``) so that both see the same machine load.
 Target (issue 4): ingest with 100-item POSTs ≥ 50% of the raw producer's items/s.
 """
 
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -257,9 +262,9 @@ def http_scenario(ctx: Any, name: str, env: dict[str, str] | None, items: int, a
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="measured time per run")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time first")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of raw vs ingest(100)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of raw vs ingest(100)")
     args = parser.parse_args()
 
     from shared.kafka import ensure_topics, topic_specs
@@ -338,7 +343,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> None:
     print()
     print(
         f"concurrency {CONCURRENCY}, {args.seconds:g} s measured per run, best of "
-        f"{args.rounds} alternating runs for the first and fifth rows, {os.cpu_count()} CPUs, "
+        f"{args.rounds} alternating runs for rows 1 and 5, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
     print()
@@ -359,17 +364,17 @@ def report(results: dict[str, list[dict[str, Any]]], args: Any) -> None:
             f"| {label}{errors} | {items:,.0f} | {posts:,.0f} | {r['p50_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {items / raw:.0%} | {vs_bare} | {cpu:.1f} |"
         )
-    ratio = rate(best("ingest100")) / raw
-    paired = ", ".join(
-        f"{rate(i) / rate(r):.0%}"
-        for r, i in zip(results["raw"], results["ingest100"], strict=True)
-    )
-    verdict = "met" if ratio >= 0.5 else "NOT met"
+    pairs = list(zip(results["raw"], results["ingest100"], strict=True))
+    ratios = [rate(i) / rate(r) for r, i in pairs]
+    median = statistics.median(ratios)
+    best_ratio = rate(best("ingest100")) / raw
     print()
     print(
-        f"ingest (100 items/POST) / raw producer: {ratio:.0%} (best vs best; per round: {paired})"
+        "ingest (100 items/POST) / raw producer, per round (each pair run back to back): "
+        + ", ".join(f"{x:.0%}" for x in ratios)
     )
-    print(f"target >= 50%: {verdict}")
+    print(f"  median {median:.0%}, best vs best {best_ratio:.0%}")
+    print(f"target >= 50% (median of rounds): {'met' if median >= 0.5 else 'NOT met'}")
     cpu_raw = best("raw")["cpu"] / best("raw")["items"]
     cpu_ingest = best("ingest100")["cpu"] / best("ingest100")["items"]
     own = best("raw_own_partitioner")
