@@ -50,7 +50,7 @@ async def test_kill_9_mid_stream_then_restart_is_exactly_once(
     client = make_openai(settings)
     big = await create_batch(client, lines_for("big", BIG))
     assert await wait_ended(client, big.batch_id) == "completed"
-    emulator.set_faults(processing_seconds=12.0)  # still in progress when the poller dies
+    emulator.set_faults(processing_seconds=120.0)  # still in progress when the poller dies
     slow = await create_batch(client, lines_for("slow", 50))
     emulator.set_faults(processing_seconds=0.5)
     await publish_batches(await producer_factory(), settings, [big, slow])
@@ -68,6 +68,7 @@ async def test_kill_9_mid_stream_then_restart_is_exactly_once(
     assert "poller.crash_injected" in log.read_text()
     retrieved_slow = (await client.batches.retrieve(slow.batch_id)).status
     assert retrieved_slow not in ("completed", "failed", "expired", "cancelled")
+    await client.batches.cancel(slow.batch_id)  # ends it (cancelled) within a few seconds
 
     # The crash left results on the broker in an open (never committed) transaction.
     dirty = await committed_consumer(
@@ -110,7 +111,7 @@ async def test_restart_skips_batches_finished_behind_an_unfinished_one(
     after it is re-read on restart and skipped thanks to the state topic, not published twice."""
     settings = await poller_settings(kafka_bootstrap, emulator)
     client = make_openai(settings)
-    emulator.set_faults(processing_seconds=8.0)
+    emulator.set_faults(processing_seconds=120.0)
     slow = await create_batch(client, lines_for("slow", 5))
     emulator.set_faults(processing_seconds=0.3)
     fast = await create_batch(client, lines_for("fast", 5))
@@ -124,6 +125,7 @@ async def test_restart_skips_batches_finished_behind_an_unfinished_one(
         assert slow.batch_id in poller.follower.tracked
         assert poller.publishers[0].offsets.committed == 0  # held back by the slow batch
 
+    await client.batches.cancel(slow.batch_id)  # ends it (cancelled) within a few seconds
     async with running_poller(settings) as poller:
         assert fast.batch_id in poller.publishers[0].done
         second = await read_until(results, lambda rs: len(rs) >= 5, timeout=30, settle=1.0)
