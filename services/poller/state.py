@@ -27,10 +27,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict
 
+from services.poller.produce import RecordBatcher
 from services.poller.results import Emission
 from shared.contracts import decode, encode, key_bytes
 from shared.kafka import make_consumer, make_producer
@@ -95,12 +96,12 @@ class CrashAfter:
         self.limit = limit
         self.sent = 0
 
-    async def sent_one(self, producer: AIOKafkaProducer) -> None:
+    async def sent_one(self, batcher: RecordBatcher) -> None:
         if self.limit is None:
             return
         self.sent += 1
         if self.sent >= self.limit:
-            await producer.flush()  # the half transaction really reaches the broker
+            await asyncio.gather(*await batcher.submit())  # the half transaction is on the broker
             log.warning("poller.crash_injected", results_sent=self.sent)
             os._exit(137)
 
@@ -248,7 +249,7 @@ class PartitionPublisher:
             index = 0
             published = 0
             chunk: list[Emission] = []
-            futures: list[asyncio.Future[Any]] = []
+            batcher = RecordBatcher(producer)
             in_txn = False
             try:
                 async for emission in stream:
@@ -263,28 +264,29 @@ class PartitionPublisher:
                         if emission.kind == "result"
                         else self.settings.requests_topic
                     )
-                    futures.append(
-                        await producer.send(
-                            topic, emission.value, key=emission.key, headers=emission.headers
-                        )
-                    )
+                    await batcher.add(topic, emission.key, emission.value, emission.headers)
                     chunk.append(emission)
                     index += 1
-                    await self._crash.sent_one(producer)
+                    await self._crash.sent_one(batcher)
                     if len(chunk) >= chunk_size:
                         await self._commit(
-                            futures, batch_id, offset, index, done=False, status=status
+                            await batcher.submit(),
+                            batch_id,
+                            offset,
+                            index,
+                            done=False,
+                            status=status,
                         )
                         in_txn = False
                         self.progress[batch_id] = index
                         published += len(chunk)
                         on_chunk(chunk)
-                        chunk, futures = [], []
+                        chunk = []
                 if not in_txn:
                     await producer.begin_transaction()
                     in_txn = True
                 committed = await self._commit(
-                    futures, batch_id, offset, index, done=True, status=status
+                    await batcher.submit(), batch_id, offset, index, done=True, status=status
                 )
                 in_txn = False
             except BaseException:

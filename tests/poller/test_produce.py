@@ -1,0 +1,22 @@
+"""produce.py: the key → partition mapping is Kafka's default partitioner's."""
+
+from __future__ import annotations
+
+import random
+
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+from services.poller.produce import murmur2, partition_of
+
+
+def test_murmur2_and_partition_match_aiokafka() -> None:
+    rng = random.Random(7)
+    keys = [b"", b"a", b"ab", b"abc", b"abcd", b"req-1", "ünï-☃".encode()]
+    keys += [rng.randbytes(rng.randint(0, 70)) for _ in range(500)]
+    partitioner = DefaultPartitioner()
+    for key in keys:
+        assert murmur2(key) == aiokafka_murmur2(key)
+        for count in (1, 3, 6, 7):
+            parts = list(range(count))
+            assert partition_of(key, parts) == partitioner(key, parts, parts)
