@@ -94,3 +94,33 @@ async def test_hundred_batches_followed_within_the_rate_cap(
     assert len({r.key for r in got}) == 200 == len(got)
     await results.stop()
     await client.close()
+
+
+async def test_retrieve_errors_never_drop_a_batch_and_bad_records_are_dead_lettered(
+    kafka_bootstrap: str, emulator: Any, producer_factory: Any
+) -> None:
+    settings = await poller_settings(kafka_bootstrap, emulator, openai_max_retries=0)
+    client = make_openai(settings)
+    batch = await create_batch(client, lines_for("flaky", 3))
+    producer = await producer_factory()
+    await producer.send_and_wait(settings.batches_topic, b"not a batch record", key=b"junk")
+    await publish_batches(producer, settings, [batch])
+    emulator.set_faults(retrieve_5xx_rate=0.7)  # most retrieves fail, the SDK does not retry
+    consumer = await committed_consumer(
+        settings, settings.results_topic, settings.dead_letters_topic
+    )
+    async with running_poller(settings) as poller:
+        got = await read_until(consumer, lambda rs: len(rs) >= 4, timeout=40, settle=0.5)
+        errors = poller.metrics.retrieves.labels("error")._value.get()
+    emulator.set_faults(retrieve_5xx_rate=0.0)
+    results = results_of(
+        [r for r in got if r.topic == settings.results_topic], settings.results_topic
+    )
+    assert sorted(r.custom_id for r in results) == ["flaky-0", "flaky-1", "flaky-2"]
+    assert {r.status for r in results} == {"succeeded"}
+    assert errors >= 1  # transient failures happened and were retried
+    dead = [orjson.loads(r.value) for r in got if r.topic == settings.dead_letters_topic]
+    assert len(dead) == 1 and dead[0]["source_topic"] == settings.batches_topic
+    assert dead[0]["value"] == "not a batch record" and dead[0]["service"] == "poller"
+    await consumer.stop()
+    await client.close()
