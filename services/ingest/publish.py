@@ -30,6 +30,8 @@ log = get_logger(__name__)
 # default, 16 KiB, holds ~50 lines); the shared producer's 5 ms linger is kept (2 ms measured
 # no better).
 PRODUCER_OVERRIDES: Final[dict[str, Any]] = {"max_batch_size": 512 * 1024}
+# A POST's sends yield to the event loop after this many records.
+YIELD_EVERY: Final = 1000
 # A record costs this much beyond its key and value (batch framing, headers): items larger
 # than the producer's limit minus this are refused before anything is sent.
 RECORD_OVERHEAD: Final = 16 * 1024
@@ -205,11 +207,13 @@ class Publisher:
                 send = producer.send
                 topic = self._topic
                 partitions = sorted(await producer.partitions_for(topic))
-                for record in records:
+                for i, record in enumerate(records, 1):
                     partition = partition_of(record.key, partitions)
                     futures.append(
                         await send(topic, value=record.value, key=record.key, partition=partition)
                     )
+                    if not i % YIELD_EVERY:  # a big POST lets the other requests move on
+                        await asyncio.sleep(0)
                 if futures:
                     await asyncio.wait(futures)
         except TimeoutError:

@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from services.ingest.app import SEED_EXAMPLE
+from services.ingest.app import OFFLOAD_BYTES, SEED_EXAMPLE
 from shared.contracts import RequestLine, decode
 from shared.local_kafka import free_port
 from shared.settings import Settings
@@ -74,6 +74,21 @@ async def test_every_shape_lands_with_its_custom_id(
     lines = {r.key.decode(): decode(RequestLine, r.value) for r in records}  # type: ignore[union-attr]
     assert lines["line-1"].url == "/v1/embeddings"
     assert lines["obj-1"].body == {"messages": MSG, "model": "gpt-4o"}
+
+
+async def test_a_big_post_is_prepared_off_the_loop_and_lands(
+    ingest: Ingest, settings: Settings, topic_size: EndOffsets
+) -> None:
+    _, client = ingest
+    item = [{"role": "user", "content": "x" * 300}]
+    body = orjson.dumps({"data": [item] * 3000})
+    assert len(body) > OFFLOAD_BYTES
+    response = await client.post("/requests", content=body)
+    assert response.status_code == 202, response.text[:300]
+    assert response.json()["accepted"] == 3000 == len(set(response.json()["ids"]))
+    bad = await client.post("/requests", json={"data": [item] * 2999 + [[]]})
+    assert bad.status_code == 422 and [e["index"] for e in bad.json()["errors"]] == [2999]
+    assert await topic_size(settings) == 3000
 
 
 REFUSED: list[tuple[str, Any, int, str]] = [
