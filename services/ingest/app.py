@@ -8,7 +8,8 @@ One POST goes through the steps in order, refusing as early and as cheaply as po
 2. size: 413 when Content-Length, or the bytes read so far, exceed ``INGEST_MAX_BODY_BYTES``
    (the body is read raw, never buffered past the limit);
 3. ``validate``: parse once (orjson); 422 if not usable, 413 above ``INGEST_MAX_ITEMS``,
-   422 listing ``{"index", "reason"}`` of every bad item;
+   422 listing ``{"index", "reason"}`` of every bad item; then encode (413 for an item too
+   large for Kafka). Bodies over ``OFFLOAD_BYTES`` do this in a thread, off the event loop;
 4. ``publish``: every line sent at once and acked (``acks=all``) → 202 with the ids; otherwise
    503 with ``Retry-After``. Nothing is published for a refused POST.
 """
