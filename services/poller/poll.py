@@ -15,7 +15,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import openai
 from openai import AsyncOpenAI
@@ -71,10 +70,6 @@ class Follower:
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def schedule(self) -> Any:
-        return self.pacer.schedule
 
     def follow(self, tracked: Tracked, *, delay: float | None = None) -> None:
         """Start following a batch (first retrieve after ``delay``, default: jittered)."""
