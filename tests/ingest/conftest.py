@@ -47,9 +47,6 @@ async def running(
             yield app, client
 
 
-AppFactory = Callable[..., Any]
-
-
 @pytest.fixture
 async def ingest(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The ingest app on the test's fresh topics, connected to the real broker."""
