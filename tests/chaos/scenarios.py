@@ -119,7 +119,7 @@ def chat_line(custom_id: str, model: str = "gpt-4o-mini") -> bytes:
 
 
 async def produce_spread(
-    settings: Settings, items: list[tuple[str, bytes]], seconds: float
+    settings: Settings, items: list[tuple[str, bytes]], seconds: float, acked: set[str]
 ) -> set[str]:
     """Produce ``items`` to the requests topic over ``seconds``; return the ids acknowledged.
 
@@ -135,7 +135,6 @@ async def produce_spread(
         max_request_size=6 * 1024 * 1024,
     )
     await producer.start()
-    acked: set[str] = set()
     chunks = max(1, int(seconds * 4))
     size = max(1, -(-len(items) // chunks))
     try:
@@ -158,9 +157,10 @@ async def produce_spread(
     return acked
 
 
-async def post_spread(url: str, ids: list[str], seconds: float, *, per_post: int = 50) -> set[str]:
+async def post_spread(
+    url: str, ids: list[str], seconds: float, accepted: set[str], *, per_post: int = 50
+) -> set[str]:
     """POST requests to ingest over ``seconds`` with 4 clients that retry on errors and 503."""
-    accepted: set[str] = set()
     posts = [ids[i : i + per_post] for i in range(0, len(ids), per_post)]
     queue: asyncio.Queue[list[str]] = asyncio.Queue()
     for post in posts:
@@ -232,11 +232,27 @@ class Run:
     size: Size
     rng: random.Random
     recoveries: list[float] = field(default_factory=list)
+    acked: set[str] = field(default_factory=set)
+    load: asyncio.Task[set[str]] | None = None
+
+    def outstanding(self) -> bool:
+        """Is any work left: load still flowing, or an accepted request without a result?"""
+        if self.load is None or not self.load.done():
+            return True
+        return (
+            not {c for c in self.acked if not c.startswith("junk-")} <= self.follower.results.keys()
+        )
 
     async def restart(self, name: str, *, hard: bool = True) -> None:
         """Kill (or stop) and restart one process; record the time to the next result."""
         moment = time.time()
         await asyncio.to_thread(self.pipeline[name].restart, hard=hard, ready_timeout=120)
+        await self.measure_recovery(moment)
+
+    async def measure_recovery(self, moment: float) -> None:
+        """Seconds from ``moment`` to the next result, if work was left to produce one."""
+        if not self.outstanding():
+            return  # nothing left to do: no result will follow, and none is owed
         recovery = await self.follower.first_result_after(moment, timeout=self.size.timeout)
         self.recoveries.append(-1.0 if recovery is None else recovery)
 
@@ -270,7 +286,9 @@ async def run_scenario(
         ids = [f"{name[:3]}-{prefix}-{i:06d}" for i in range(size.requests)]
         try:
             if via_ingest:
-                load = asyncio.create_task(post_spread(pipeline.ingest_url, ids, size.load_seconds))
+                load = asyncio.create_task(
+                    post_spread(pipeline.ingest_url, ids, size.load_seconds, run.acked)
+                )
             else:
                 items = [(cid, chat_line(cid)) for cid in ids]
                 if garbage:
@@ -278,8 +296,9 @@ async def run_scenario(
                     for i, junk in enumerate(garbage):
                         items.insert(i * step + i, (f"junk-{i}", junk))
                 load = asyncio.create_task(
-                    produce_spread(pipeline.settings, items, size.load_seconds)
+                    produce_spread(pipeline.settings, items, size.load_seconds, run.acked)
                 )
+            run.load = load
             await fault(run)
             accepted = await load
             accepted = {cid for cid in accepted if not cid.startswith("junk-")}
@@ -345,8 +364,7 @@ def stop_broker() -> Fault:
         run.broker.start(stdout=log.fileno())
         log.close()
         await asyncio.to_thread(run.broker.wait_ready, 90)
-        recovery = await run.follower.first_result_after(moment, timeout=run.size.timeout)
-        run.recoveries.append(-1.0 if recovery is None else recovery)
+        await run.measure_recovery(moment)
 
     return fault
 
