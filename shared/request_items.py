@@ -1,7 +1,8 @@
 """One user-given request item → one ``RequestLine``: the normalisation every front door shares.
 
-Pure and synchronous, so that every way into the ``requests`` topic (``batchpipe submit``,
-and ingest once it adopts it) accepts the same shapes with the same reasons. An item is
+Pure and synchronous, so that every way into the ``requests`` topic (ingest's
+``POST /requests`` and ``batchpipe submit``) accepts the same shapes with the same reasons.
+An item is
 
 - a list of chat messages (a *partial* request): the body becomes
   ``{"model": default_model, **default_kwargs, "messages": [...]}``;
@@ -9,14 +10,15 @@ and ingest once it adopts it) accepts the same shapes with the same reasons. An 
 - a full OpenAI batch line ``{"custom_id"?, "method"?: "POST", "url"?, "body": {...}}``
   (``url`` one of ``ENDPOINTS``, default ``/v1/chat/completions``).
 
-A missing ``custom_id`` is generated (``new_custom_id``: UUIDv7 layout, time-ordered), a
+A missing ``custom_id`` is generated (``new_custom_id``: time-ordered, UUIDv7 layout), a
 missing model is ``default_model``. ``normalize_item`` raises ``ItemRefused`` with a short,
-user-facing reason; ``DuplicateIds`` spots a custom_id seen before in the same submission.
+user-facing reason (a client's value is never repr'd whole: see ``_shown``);
+``DuplicateIds`` spots a custom_id seen before in the same submission.
 """
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,6 +31,7 @@ from shared.contracts import ENDPOINTS, RequestLine, is_valid_custom_id
 CHAT_URL: Final = "/v1/chat/completions"
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 LINE_KEYS: Final = frozenset({"custom_id", "method", "url", "body"})
+# Shown in reasons instead of the value itself: reasons must stay short.
 _SHOWN_MAX: Final = 40
 
 
@@ -36,38 +39,49 @@ class ItemRefused(ValueError):
     """One item cannot become a request line; the message is the reason shown to the user."""
 
 
-# --- custom ids ---------------------------------------------------------------------------
+# --- custom ids -----------------------------------------------------------------------------
 
-_lock = threading.Lock()
-_last = {"ms": 0, "seq": 0}
+_id_lock = threading.Lock()
+_id_state = [0, 0]  # last millisecond, last counter
+_COUNTER_BITS: Final = 42  # 12 bits of rand_a + 30 high bits of rand_b (RFC 9562, method 1)
+_COUNTER_SEED_BITS: Final = 40  # a fresh millisecond starts low enough never to overflow
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
 
 
 def new_custom_id() -> str:
-    """A unique id in UUIDv7 layout: 48-bit Unix milliseconds, a 12-bit sequence within the
-    millisecond (so ids of one process sort in creation order), 62 random bits."""
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last["ms"]:
-            _last["ms"], _last["seq"] = ms, 0
-        else:
-            _last["seq"] += 1
-            if _last["seq"] > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
-                _last["ms"], _last["seq"] = _last["ms"] + 1, 0
-        ms, seq = _last["ms"], _last["seq"]
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A new unique id in UUIDv7 layout: 48-bit Unix milliseconds, then a 42-bit counter that
+    is random at each new millisecond and incremented within one, then 32 random bits. Ids of
+    one process sort in creation order (as strings too); random bits keep processes apart."""
+    with _id_lock:
+        ms = _time_ns() // 1_000_000
+        if ms > _id_state[0]:
+            _id_state[0] = ms
+            _id_state[1] = counter = _getrandbits(_COUNTER_SEED_BITS)
+        else:  # same millisecond (or the clock stepped back): keep counting from the last id
+            ms = _id_state[0]
+            _id_state[1] = counter = _id_state[1] + 1
+            if counter >> _COUNTER_BITS:  # overflow: borrow the next millisecond
+                _id_state[0] = ms = ms + 1
+                _id_state[1] = counter = _getrandbits(_COUNTER_SEED_BITS)
+    # time_high-time_mid-ver|rand_a-var|rand_b(14)-rand_b(16 counter + 32 random)
+    return "%08x-%04x-%04x-%04x-%04x%08x" % (  # noqa: UP031 (one formatting op is fastest)
+        ms >> 16,
+        ms & 0xFFFF,
+        0x7000 | (counter >> 30),
+        0x8000 | ((counter >> 16) & 0x3FFF),
+        counter & 0xFFFF,
+        _getrandbits(32),
+    )
 
 
-# --- normalisation ------------------------------------------------------------------------
+# --- normalisation --------------------------------------------------------------------------
 
 
-def normalize_item(
-    item: Any, *, default_model: str, default_kwargs: Mapping[str, Any]
-) -> RequestLine:
-    """The request line for one item, or ``ItemRefused`` saying why not."""
-    if isinstance(item, list):
+def normalize_item(item: Any, default_model: str, default_kwargs: Mapping[str, Any]) -> RequestLine:
+    """The request line for one item, or ``ItemRefused`` saying why not (positional
+    arguments allowed: ingest calls it once per item, and a keyword call costs more)."""
+    if isinstance(item, list):  # partial: bare messages
         check_messages(item, "item")
         body: dict[str, Any] = {"model": default_model, **default_kwargs, "messages": item}
         return _build(new_custom_id(), CHAT_URL, body)
@@ -83,13 +97,15 @@ def normalize_item(
         custom_id = _custom_id(body.pop("custom_id", None))
         misplaced = sorted({"method", "url"} & set(body))
         if misplaced:
-            raise ItemRefused(f"{_names(misplaced)} belong(s) to a batch line, which needs 'body'")
+            raise ItemRefused(
+                f"{shown_names(misplaced)} belong(s) to a batch line, which needs 'body'"
+            )
         check_messages(body["messages"], "messages")
         _check_params(body)
         body.setdefault("model", default_model)
         return _build(custom_id, CHAT_URL, body)
     raise ItemRefused(
-        "object has neither 'messages' nor 'body'; expected a list of chat messages, "
+        "object item has neither 'messages' nor 'body'; expected a list of chat messages, "
         "an object with 'messages', or a batch line with 'body'"
     )
 
@@ -109,7 +125,7 @@ class DuplicateIds:
 def _batch_line(item: dict[str, Any], default_model: str) -> RequestLine:
     extra = sorted(set(item) - LINE_KEYS)
     if extra:
-        raise ItemRefused(f"unknown field(s) {_names(extra)} in a batch line")
+        raise ItemRefused(f"unknown field(s) {shown_names(extra)} in a batch line")
     custom_id = _custom_id(item.get("custom_id"))
     method = item.get("method", "POST")
     if method != "POST":
@@ -141,14 +157,14 @@ def _custom_id(value: Any) -> str:
 
 
 def check_messages(messages: Any, where: str) -> None:
-    """A non-empty list of ``{"role": known role, "content": text or parts}`` objects."""
+    """A non-empty list of ``{"role": known role, "content"?: text or parts}`` objects."""
     if not isinstance(messages, list):
         raise ItemRefused(f"{where} is {_type(messages)}, not a list of messages")
     if not messages:
         raise ItemRefused(f"{where} is an empty list of messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise ItemRefused(f"{where}[{i}] is {_type(message)}, not a message object")
+            raise ItemRefused(f"{where}[{i}] is {_type(message)}, not a list of messages")
         role = message.get("role")
         if not isinstance(role, str) or role not in ROLES:
             shown = "missing" if role is None else _shown(role)
@@ -169,10 +185,8 @@ def _check_params(body: Mapping[str, Any]) -> None:
 
 def _build(custom_id: str, url: str, body: dict[str, Any]) -> RequestLine:
     try:
-        return RequestLine.model_validate(
-            {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
-        )
-    except ValidationError as exc:  # the contract has the last word
+        return RequestLine(custom_id=custom_id, method="POST", url=url, body=body)
+    except ValidationError as exc:  # defence in depth: the contract has the last word
         first = exc.errors()[0]
         raise ItemRefused(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
@@ -180,21 +194,27 @@ def _build(custom_id: str, url: str, body: dict[str, Any]) -> RequestLine:
 def _type(value: Any) -> str:
     if value is None:
         return "null"
-    names: dict[type, str] = {
+    return {
         bool: "a boolean",
         int: "a number",
         float: "a number",
         str: "a string",
         list: "a list",
         dict: "an object",
-    }
-    return names.get(type(value), type(value).__name__)
+    }.get(type(value), type(value).__name__)
 
 
 def _shown(value: Any) -> str:
+    """A short rendering of a client's value for a reason (containers by type only: their
+    repr could be huge or too deep to compute)."""
+    if isinstance(value, list | dict):
+        return _type(value)
+    if isinstance(value, str):
+        value = value[:_SHOWN_MAX]
     text = repr(value)
     return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
 
 
-def _names(names: Sequence[str]) -> str:
+def shown_names(names: Sequence[str]) -> str:
+    """At most five names, each shortened, for a reason."""
     return ", ".join(_shown(n) for n in names[:5]) + (" ..." if len(names) > 5 else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,6 +88,28 @@ def test_refusals_say_why(item: Any, reason: str) -> None:
     with pytest.raises(ItemRefused) as refused:
         norm(item)
     assert reason in str(refused.value)
+
+
+def test_a_deeply_nested_value_is_refused_with_a_reason_not_a_recursion_error() -> None:
+    # 1000 levels: deeper than Python's repr can go, so a reason must never repr the value.
+    deep = orjson.loads(b"[" * 1000 + b"]" * 1000)
+    deep_object = orjson.loads(b'{"a": ' * 1000 + b"1" + b"}" * 1000)
+    msgs = [{"role": "user", "content": "x"}]
+    for item, reason in [
+        ({"custom_id": deep, "messages": msgs}, "bad custom_id a list"),
+        ({"custom_id": deep_object, "messages": msgs}, "bad custom_id an object"),
+        ({"custom_id": deep, "body": {"messages": msgs}}, "bad custom_id a list"),
+        ({"messages": deep}, "messages[0] is a list"),
+        ({"messages": deep_object}, "messages is an object, not a list of messages"),
+        ({"messages": [{"role": deep}]}, "messages[0] has unknown role a list"),
+        ([{"role": "user", "content": deep_object}], "item[0].content is an object"),
+        ({"messages": msgs, "model": deep}, "model must be a non-empty string, not a list"),
+        ({"url": deep, "body": {"messages": msgs}}, "url a list not allowed"),
+        ({"method": deep_object, "body": {"messages": msgs}}, "not an object"),
+    ]:
+        with pytest.raises(ItemRefused) as refused:
+            norm(item)
+        assert reason in str(refused.value) and len(str(refused.value)) < 200
 
 
 def test_duplicates_are_refused_with_the_first_position() -> None:

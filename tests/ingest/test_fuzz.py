@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from services.ingest.app import create_app
-from services.ingest.validate import ROLES
+from shared.request_items import ROLES
 from shared.settings import Settings
 
 Ingest = tuple[FastAPI, httpx.AsyncClient]

@@ -17,13 +17,9 @@ from pydantic import SecretStr
 
 from services.ingest.auth import ApiKeys, AuthResult
 from services.ingest.publish import MAX_VALUE_BYTES, encode_lines, murmur2, partition_of
-from services.ingest.validate import (
-    ItemError,
-    Validated,
-    new_custom_id,
-    validate_body,
-)
+from services.ingest.validate import ItemError, Validated, validate_body
 from shared.contracts import RequestLine, decode, is_valid_custom_id
+from shared.request_items import new_custom_id
 from tests.ingest.conftest import SEED_CURL_BODY
 
 KWARGS = {"max_tokens": 1000, "temperature": 0.2}
