@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     dispatcher_data_dir: Path | None = Field(
         None, description="Faust data dir and temporary JSONL files (default: a temp dir)."
     )
+    dispatcher_engine: Literal["faust", "aiokafka"] = Field(
+        "faust",
+        description="faust (the Faust worker) or aiokafka (same dispatcher on a plain consumer "
+        "group; much faster, see bench/README.md).",
+    )
     dispatcher_session_timeout_seconds: float = Field(
         30.0,
         ge=6.0,

@@ -136,10 +136,21 @@ async def test_out_of_order_windows_never_commit_past_a_buffered_request(
     await assert_exactly_once(s, emulator, first + records, [*a_ids, "b-0"])
 
 
-@pytest.mark.parametrize(
-    "crash_at", ["after_ledger", "after_upload", "after_create", "after_publish", "before_commit"]
-)
+KILL_POINTS = [
+    ("faust", "after_ledger"),
+    ("faust", "after_upload"),
+    ("faust", "after_create"),
+    ("faust", "after_publish"),
+    ("faust", "before_commit"),
+    # the same Dispatcher on the opt-in aiokafka engine
+    ("aiokafka", "after_create"),
+    ("aiokafka", "before_commit"),
+]
+
+
+@pytest.mark.parametrize(("engine", "crash_at"), KILL_POINTS)
 async def test_kill_at_each_step_no_loss_no_duplicate(
+    engine: str,
     crash_at: str,
     settings: Settings,
     emulator: Any,
@@ -147,7 +158,13 @@ async def test_kill_at_each_step_no_loss_no_duplicate(
     consumer_factory: Any,
     tmp_path: Path,
 ) -> None:
-    s = dispatcher_settings(settings, emulator, batch_max_requests=10, batch_max_wait_seconds=2)
+    s = dispatcher_settings(
+        settings,
+        emulator,
+        batch_max_requests=10,
+        batch_max_wait_seconds=2,
+        dispatcher_engine=engine,
+    )
     await ensure_topics(s)
     producer = await producer_factory()
     ids = [f"k-{i}" for i in range(25)]
@@ -171,10 +188,22 @@ async def test_kill_at_each_step_no_loss_no_duplicate(
     await assert_exactly_once(s, emulator, records, ids)
 
 
+@pytest.mark.parametrize("engine", ["faust", "aiokafka"])
 async def test_two_workers_share_the_partitions(
-    settings: Settings, emulator: Any, producer_factory: Any, consumer_factory: Any, tmp_path: Path
+    engine: str,
+    settings: Settings,
+    emulator: Any,
+    producer_factory: Any,
+    consumer_factory: Any,
+    tmp_path: Path,
 ) -> None:
-    s = dispatcher_settings(settings, emulator, batch_max_requests=10, batch_max_wait_seconds=1.5)
+    s = dispatcher_settings(
+        settings,
+        emulator,
+        batch_max_requests=10,
+        batch_max_wait_seconds=1.5,
+        dispatcher_engine=engine,
+    )
     await ensure_topics(s)
     producer = await producer_factory()
     batches = await consumer_factory(s.batches_topic, group_id=None)

@@ -57,10 +57,22 @@ async def assert_exactly_once(
     assert stats["batches_created"] == len(unique(records))
 
 
+@pytest.mark.parametrize("engine", ["faust", "aiokafka"])
 async def test_count_cut(
-    settings: Settings, emulator: Any, producer_factory: Any, consumer_factory: Any, tmp_path: Path
+    engine: str,
+    settings: Settings,
+    emulator: Any,
+    producer_factory: Any,
+    consumer_factory: Any,
+    tmp_path: Path,
 ) -> None:
-    s = await setup(settings, emulator, batch_max_requests=10, batch_max_wait_seconds=60.0)
+    s = await setup(
+        settings,
+        emulator,
+        batch_max_requests=10,
+        batch_max_wait_seconds=60.0,
+        dispatcher_engine=engine,
+    )
     producer = await producer_factory()
     ids = [f"c-{i}" for i in range(30)]
     await produce(producer, s.requests_topic, ((i, request(i)) for i in ids[:29]))
