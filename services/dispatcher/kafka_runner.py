@@ -57,6 +57,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     await ensure_topics(settings)
     metrics = Metrics()
     producer = make_producer(settings)
@@ -126,6 +128,16 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         server.should_exit = True
         await server_task
         log.info("dispatcher.stopped")
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every asyncio task is waiting (diagnosing a stuck worker)."""
+    import io
+
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        log.warning("dispatcher.task_stack", task=task.get_name(), stack=out.getvalue())
 
 
 async def _consume(consumer: AIOKafkaConsumer, dispatcher: Dispatcher) -> None:
