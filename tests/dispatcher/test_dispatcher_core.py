@@ -1,0 +1,194 @@
+"""The Dispatcher core with in-memory fakes (no Kafka, no HTTP): revocation during a failing
+upload abandons the dispatch and commits nothing; reconciliation re-publishes or abandons."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import openai
+import orjson
+
+from services.dispatcher.agent import Dispatcher, Incoming
+from services.dispatcher.ledger import LedgerEntry, LedgerState, coverage_of
+from shared.contracts import BatchRecord, decode
+from shared.settings import Settings
+
+
+class FakeLedger:
+    def __init__(self) -> None:
+        self.state = LedgerState()
+        self.writes: list[LedgerEntry] = []
+
+    async def write(self, entry: LedgerEntry) -> None:
+        self.writes.append(entry)
+        self.state.apply(entry)
+
+    async def forget(self, dispatch_id: str) -> None:
+        self.state.apply(None, dispatch_id)
+
+    async def load(self) -> LedgerState:
+        return self.state
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.sent.append((topic, value, key))
+
+
+def rate_limited() -> openai.APIStatusError:
+    request = httpx.Request("POST", "http://x/v1/files")
+    response = httpx.Response(429, headers={"retry-after-ms": "5"}, request=request)
+    return openai.APIStatusError("429", response=response, body=None)
+
+
+class FakeBatches:
+    def __init__(self, existing: list[Any]) -> None:
+        self.existing = existing
+        self.created = 0
+
+    async def create(self, **kwargs: Any) -> Any:
+        self.created += 1
+        return SimpleNamespace(id=f"batch-{self.created}", **kwargs)
+
+    def list(self, **_: Any) -> Any:
+        async def gen() -> Any:
+            for batch in self.existing:
+                yield batch
+
+        return gen()
+
+    async def retrieve(self, batch_id: str) -> Any:
+        return next(b for b in self.existing if b.id == batch_id)
+
+
+class FakeFiles:
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.calls = 0
+
+    async def create(self, **_: Any) -> Any:
+        self.calls += 1
+        if self.fail:
+            raise rate_limited()
+        return SimpleNamespace(id=f"file-{self.calls}")
+
+
+class FakeClient:
+    def __init__(self, *, fail_uploads: bool, existing: list[Any] | None = None) -> None:
+        self.files = FakeFiles(fail_uploads)
+        self.batches = FakeBatches(existing or [])
+
+    def with_options(self, **_: Any) -> FakeClient:
+        return self
+
+
+def make(
+    tmp_path: Any, client: FakeClient, ledger: FakeLedger | None = None
+) -> tuple[Dispatcher, FakeLedger, FakeProducer, list[dict[Any, int]]]:
+    settings = Settings(
+        requests_topic="req",
+        batches_topic="bat",
+        batch_max_requests=2,
+        batch_max_wait_seconds=60,
+        dispatcher_data_dir=tmp_path,
+    )
+    ledger = ledger or FakeLedger()
+    producer = FakeProducer()
+    commits: list[dict[Any, int]] = []
+
+    async def commit(offsets: dict[Any, int]) -> bool:
+        commits.append(dict(offsets))
+        return True
+
+    d = Dispatcher(
+        settings,
+        producer=producer,  # type: ignore[arg-type]
+        ledger=ledger,  # type: ignore[arg-type]
+        client=client,  # type: ignore[arg-type]
+        commit=commit,
+        retry_base_delay=0.001,
+        retry_max_delay=0.01,
+    )
+    return d, ledger, producer, commits
+
+
+def line(custom_id: str) -> bytes:
+    return orjson.dumps(
+        {"custom_id": custom_id, "url": "/v1/embeddings", "body": {"model": "e", "input": "x"}}
+    )
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+async def test_revocation_during_failing_upload_abandons_and_commits_nothing(tmp_path: Any) -> None:
+    client = FakeClient(fail_uploads=True)
+    d, ledger, producer, commits = make(tmp_path, client)
+    await d.on_assigned({("req", 0)})
+    submitter = asyncio.create_task(d.run_submitter())
+    try:
+        for offset, cid in enumerate(["a", "b"]):
+            await d.handle(Incoming("req", 0, offset, cid.encode(), line(cid)))
+        await wait_until(lambda: client.files.calls >= 3)  # retrying the upload
+        await asyncio.wait_for(d.on_revoked({("req", 0)}), 5)
+    finally:
+        submitter.cancel()
+    assert [e.state for e in ledger.writes] == ["planned", "abandoned"]
+    assert client.batches.created == 0
+    assert producer.sent == []
+    assert all(offsets.get(("req", 0), 0) == 0 for offsets in commits)
+    assert not d.ready.is_set()
+
+
+async def test_reconcile_republishes_created_batches_and_abandons_the_rest(tmp_path: Any) -> None:
+    ledger = FakeLedger()
+
+    def entry(dispatch_id: str, offsets: list[int], state: str, **kw: Any) -> LedgerEntry:
+        return LedgerEntry(
+            dispatch_id=dispatch_id,
+            state=state,  # type: ignore[arg-type]
+            endpoint="/v1/embeddings",
+            model="e",
+            request_count=len(offsets),
+            input_bytes=10,
+            window_opened_at=1.0,
+            coverage=coverage_of([("req", 0, o) for o in offsets]),
+            planned_at=1.0,
+            updated_at=1.0,
+            **kw,
+        )
+
+    ledger.state.apply(entry("dsp_created", [0, 1], "uploaded", file_id="file-9"))
+    ledger.state.apply(entry("dsp_lost", [2, 3], "planned"))
+    ledger.state.apply(
+        entry("dsp_other", [0], "planned").model_copy(
+            update={"coverage": coverage_of([("req", 5, 0)])}
+        )
+    )
+    existing = SimpleNamespace(
+        id="batch-x",
+        metadata={"batchpipe_dispatch_id": "dsp_created"},
+        created_at=5,
+        input_file_id="file-9",
+    )
+    client = FakeClient(fail_uploads=False, existing=[existing])
+    d, ledger, producer, _ = make(tmp_path, client, ledger)
+    await d.on_assigned({("req", 0)})
+    states = {e.dispatch_id: e.state for e in ledger.state.entries.values()}
+    assert states == {"dsp_created": "published", "dsp_lost": "abandoned", "dsp_other": "planned"}
+    (sent,) = producer.sent
+    record = decode(BatchRecord, sent[1])
+    assert (sent[0], record.batch_id, record.dispatch_id) == ("bat", "batch-x", "dsp_created")
+    assert client.batches.created == 0  # reconciliation never creates a batch
+    # replayed requests: 0 and 1 are in batch-x (skipped), 2 and 3 are windowed again
+    assert ledger.state.covering(("req", 0), 1) == "dsp_created"
+    assert ledger.state.covering(("req", 0), 2) is None
