@@ -151,6 +151,14 @@ class Settings(BaseSettings):
         description="faust (the Faust worker) or aiokafka (same dispatcher on a plain consumer "
         "group; much faster, see bench/README.md).",
     )
+    dispatcher_crash_at: (
+        Literal["after_ledger", "after_upload", "after_create", "after_publish", "before_commit"]
+        | None
+    ) = Field(
+        None,
+        description="Test only: the dispatcher exits (os._exit(137)) at this step of a dispatch, "
+        "to prove no loss and no duplicate batch on replay.",
+    )
     dispatcher_session_timeout_seconds: float = Field(
         30.0,
         ge=6.0,

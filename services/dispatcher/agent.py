@@ -22,9 +22,9 @@ Acks and commits (the rules that make it lose nothing):
   committed offset), the in-flight dispatch finishes (or is abandoned if ``create`` was not
   attempted yet), and the watermark is committed once more.
 
-Fault injection (TEST ONLY): ``BATCHPIPE_DISPATCHER_CRASH_AT`` = ``after_ledger`` |
-``after_upload`` | ``after_create`` | ``after_publish`` | ``before_commit`` makes the worker
-``os._exit(137)`` at that point of its first dispatch. Unset in production.
+Fault injection (TEST ONLY): ``BATCHPIPE_DISPATCHER_CRASH_AT`` (``Settings.dispatcher_crash_at``)
+= ``after_ledger`` | ``after_upload`` | ``after_create`` | ``after_publish`` | ``before_commit``
+makes the worker ``os._exit(137)`` at that point of its first dispatch. Unset in production.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -63,17 +63,13 @@ from shared.settings import Settings
 
 log = get_logger(__name__)
 
-CRASH_ENV: Final = "BATCHPIPE_DISPATCHER_CRASH_AT"
-CRASH_POINTS: Final = frozenset(
-    {"after_ledger", "after_upload", "after_create", "after_publish", "before_commit"}
-)
 
 CommitFn = Callable[[dict[TP, int]], Awaitable[bool]]
 
 
-def crash_point(name: str) -> None:
+def crash_point(settings: Settings, name: str) -> None:
     """Test-only fault injection: exit abruptly (like ``kill -9``) at ``name`` if asked to."""
-    if os.environ.get(CRASH_ENV) == name:
+    if settings.dispatcher_crash_at == name:
         log.warning("dispatcher.crash_injected", at=name)
         os._exit(137)
 
@@ -295,7 +291,7 @@ class Dispatcher:
                 bytes=window.nbytes,
                 cut=window.cut_reason,
             )
-            crash_point("after_ledger")
+            crash_point(self.settings, "after_ledger")
         # on an unexpected error the file is kept for the retry (the lines are gone)
         path: Path | None = self._files.get(dispatch_id)
         if entry.state == "planned":
@@ -312,7 +308,7 @@ class Dispatcher:
             entry = entry.with_state("uploaded", file_id=file_id)
             await self._ledger_write(entry)
             bound.info("dispatch.uploaded", file_id=file_id)
-            crash_point("after_upload")
+            crash_point(self.settings, "after_upload")
         if entry.state == "uploaded":
             assert entry.file_id is not None
             current = entry
@@ -343,14 +339,14 @@ class Dispatcher:
             entry = entry.with_state("created", batch_id=batch.id)
             await self._ledger_write(entry)
             bound.info("dispatch.created", batch_id=batch.id)
-            crash_point("after_create")
+            crash_point(self.settings, "after_create")
         if entry.state == "created":
             assert entry.batch_id is not None and entry.file_id is not None
             await self._publish(entry, submitted_at=int(time.time()))
-            crash_point("after_publish")
+            crash_point(self.settings, "after_publish")
             entry = entry.with_state("published")
             await self._ledger_write(entry)
-            crash_point("before_commit")
+            crash_point(self.settings, "before_commit")
         self._forget_file(dispatch_id)
         self.metrics.batches.labels(window.cut_reason or "flush").inc()
         self.metrics.lines.observe(entry.request_count)
