@@ -33,17 +33,17 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from openai import AsyncOpenAI
 from openai.types import Batch
 
-from services.dispatcher.dead_letters import Invalid, classify, dead_letter
+from services.dispatcher.dead_letters import Invalid, classify, classify_fast, dead_letter
 from services.dispatcher.jsonl import write_jsonl_async
 from services.dispatcher.ledger import (
     METADATA_KEY,
@@ -72,6 +72,46 @@ def crash_point(settings: Settings, name: str) -> None:
     if settings.dispatcher_crash_at == name:
         log.warning("dispatcher.crash_injected", at=name)
         os._exit(137)
+
+
+class Record(Protocol):
+    """What ``handle_many`` reads of a consumed message (aiokafka's ``ConsumerRecord`` and
+    ``Incoming`` both qualify)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...
+
+
+def _attempt(headers: Any) -> int:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return attempt_from_headers(
+        [(k if isinstance(k, str) else str(k), v if v is not None else b"") for k, v in items]
+    )
+
+
+def _incoming(msg: Record) -> Incoming:
+    if isinstance(msg, Incoming):
+        return msg
+    headers = msg.headers
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    return Incoming(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key,
+        value=msg.value,
+        headers=tuple(items),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +220,87 @@ class Dispatcher:
             return
         for window in added.cut:
             await self._enqueue(window, generation)
+
+    async def handle_many(
+        self, msgs: Sequence[Record], is_stale: Callable[[], bool] = lambda: False
+    ) -> None:
+        """``handle`` for a chunk of consumed requests (in offset order per partition), with
+        the same outcome as calling it for each in turn: the per-request work is one
+        synchronous loop, and it only awaits to publish a dead letter or queue a cut window
+        (after which readiness and staleness are checked again, as ``handle`` would)."""
+        try:
+            await self._handle_many(msgs, is_stale)
+        except Exception:
+            log.exception("dispatcher.bug", count=len(msgs))
+            os._exit(70)
+
+    async def _handle_many(self, msgs: Sequence[Record], is_stale: Callable[[], bool]) -> None:
+        n = len(msgs)
+        i = 0
+        max_bytes = self.settings.batch_max_bytes
+        skipped = duplicates = 0
+        try:
+            while i < n:
+                if not self.ready.is_set():
+                    await self.ready.wait()
+                if is_stale():
+                    return
+                generation = self._generation
+                # bound after every await: a rebalance replaces the ledger's state
+                seen = self.offsets.seen
+                done = self.offsets.done
+                covering = self.ledger.state.covering
+                add_line = self.windows.add_line
+                consumed = 0
+                pending: Record | None = None
+                action: Invalid | Sequence[Window] = ()
+                while i < n:  # synchronous: nothing else runs until an await below
+                    msg = msgs[i]
+                    i += 1
+                    tp = (msg.topic, msg.partition)
+                    offset = msg.offset
+                    if not seen(tp, offset):
+                        continue
+                    consumed += 1
+                    if covering(tp, offset) is not None:
+                        skipped += 1
+                        done(tp, offset)
+                        continue
+                    result = classify_fast(msg.value, max_bytes)
+                    if isinstance(result, Invalid):
+                        pending, action = msg, result
+                        break
+                    custom_id, endpoint, model, line = result
+                    headers = msg.headers
+                    cut = add_line(
+                        endpoint,
+                        model,
+                        custom_id,
+                        line,
+                        (tp[0], tp[1], offset),
+                        _attempt(headers) if headers else 0,
+                    )
+                    if cut is None:
+                        duplicates += 1
+                        log.info("request.duplicate_dropped", custom_id=custom_id)
+                        done(tp, offset)
+                    elif cut:
+                        action = cut
+                        break
+                self._consumed += consumed
+                if isinstance(action, Invalid):
+                    assert pending is not None
+                    await self._dead_letter(_incoming(pending), action)
+                    if generation == self._generation:
+                        self.offsets.done((pending.topic, pending.partition), pending.offset)
+                else:
+                    for window in action:
+                        await self._enqueue(window, generation)
+        finally:
+            if skipped:
+                self.metrics.skipped.inc(skipped)
+            if duplicates:
+                self.metrics.duplicates.inc(duplicates)
 
     async def tick(self) -> None:
         """Cut the windows that are due (runs from a timer, with or without new requests)."""

@@ -23,16 +23,28 @@ counts the request's offset as done: the dispatcher never crashes or stalls on i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from pydantic import ValidationError
 
-from shared.contracts import ENDPOINTS, DeadLetter, RequestLine, is_valid_custom_id
+from shared.contracts import (
+    CUSTOM_ID_PATTERN,
+    ENDPOINTS,
+    DeadLetter,
+    RequestLine,
+    is_valid_custom_id,
+)
 
 SERVICE: Final = "dispatcher"
 _FIELDS: Final = frozenset({"custom_id", "method", "url", "body"})
+_CUSTOM_ID_MATCH: Final = re.compile(CUSTOM_ID_PATTERN).match
+_ENDPOINTS: Final = frozenset(ENDPOINTS)
+_MISSING: Final = object()
+
+ValidTuple = tuple[str, str, str, bytes]  # (custom_id, endpoint, model, line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,17 @@ class Invalid:
 
 def classify(value: bytes | None, max_line_bytes: int) -> Valid | Invalid:
     """Decide whether a raw ``requests`` value can go into a batch."""
+    result = classify_fast(value, max_line_bytes)
+    if isinstance(result, Invalid):
+        return result
+    custom_id, endpoint, model, line = result
+    return Valid(custom_id=custom_id, endpoint=endpoint, model=model, line=line)
+
+
+def classify_fast(value: bytes | None, max_line_bytes: int) -> ValidTuple | Invalid:
+    """``classify`` for the hot path: a valid request is a plain tuple
+    ``(custom_id, endpoint, model, line)`` (no object built per request); same rules, same
+    reasons."""
     if value is None:
         return Invalid("not_json", "empty value")
     try:
@@ -59,24 +82,39 @@ def classify(value: bytes | None, max_line_bytes: int) -> Valid | Invalid:
         return Invalid("not_json", str(exc))
     if not isinstance(parsed, dict):
         return Invalid("not_batch_line", "not a JSON object")
-    reason = _fast_check(parsed)
-    if reason is not None:
-        return reason
-    parsed.setdefault("method", "POST")
+    body = parsed.get("body")
+    url = parsed.get("url")
+    custom_id = parsed.get("custom_id")
+    # Fast path: a well-formed line passes these plain checks (equivalent to RequestLine).
+    if (
+        type(body) is dict
+        and body.get("stream") is not True
+        and type(model := body.get("model")) is str
+        and model
+        and type(url) is str
+        and url in _ENDPOINTS
+        and type(custom_id) is str
+        and _CUSTOM_ID_MATCH(custom_id) is not None
+        # custom_id, url and body are there: no other field than ``method`` (== "POST")
+        and ((size := len(parsed)) == 3 or (size == 4 and parsed.get("method", _MISSING) == "POST"))
+    ):
+        if size == 3:
+            parsed["method"] = "POST"
+    else:
+        reason = _slow_check(parsed)
+        if reason is not None:
+            return reason
+        parsed.setdefault("method", "POST")
+        model = parsed["body"]["model"]
     # Concatenating makes an exact-size copy: orjson's own result keeps an ~8 KiB allocation
     # per object, which would make a 50,000-line window take ~8x its JSONL size in memory.
     line = orjson.dumps(parsed) + b"\n"
     if len(line) > max_line_bytes:
         return Invalid("oversize", f"line of {len(line)} bytes > BATCH_MAX_BYTES={max_line_bytes}")
-    return Valid(
-        custom_id=parsed["custom_id"],
-        endpoint=parsed["url"],
-        model=parsed["body"]["model"],
-        line=line,
-    )
+    return (parsed["custom_id"], parsed["url"], model, line)
 
 
-def _fast_check(parsed: dict[str, Any]) -> Invalid | None:
+def _slow_check(parsed: dict[str, Any]) -> Invalid | None:
     body = parsed.get("body")
     if isinstance(body, dict):
         if body.get("stream") is True:

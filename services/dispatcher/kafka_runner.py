@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.dispatcher.agent import Dispatcher, Incoming
+from services.dispatcher.agent import Dispatcher
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
@@ -157,15 +157,5 @@ async def _consume(consumer: AIOKafkaConsumer, dispatcher: Dispatcher) -> None:
             return generation != dispatcher.generation
 
         for records in batch.values():
-            for record in records:
-                await dispatcher.handle(
-                    Incoming(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=tuple(record.headers or ()),
-                    ),
-                    is_stale=stale,
-                )
+            # one partition's records, in offset order: the whole chunk in one call
+            await dispatcher.handle_many(records, is_stale=stale)

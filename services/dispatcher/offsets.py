@@ -36,7 +36,9 @@ class OffsetTracker:
 
     def seen(self, tp: TP, offset: int) -> bool:
         """Track a consumed offset; False if it was already seen (a redelivery to ignore)."""
-        part = self._parts.setdefault(tp, _Partition())
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Partition()
         if part.last_seen is not None and offset <= part.last_seen:
             return False
         part.last_seen = offset
@@ -47,8 +49,11 @@ class OffsetTracker:
         part = self._parts.get(tp)
         if part is None:
             return  # the partition was revoked meanwhile
-        part.done.add(offset)
         pending = part.pending
+        if pending and pending[0] == offset and not part.done:
+            pending.popleft()  # the usual case: done in order, nothing else waiting
+            return
+        part.done.add(offset)
         while pending and pending[0] in part.done:
             part.done.discard(pending.popleft())
 

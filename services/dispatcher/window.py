@@ -17,7 +17,7 @@ to the caller so their offsets can be released).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,17 +112,35 @@ class Windows:
         attempt: int = 0,
     ) -> AddResult:
         """Add one encoded line; return the windows this cut (0, 1 or 2) or a duplicate flag."""
-        if len(line) > self.max_bytes:
-            raise ValueError(f"line of {len(line)} bytes exceeds max_bytes={self.max_bytes}")
-        key = (endpoint, model)
-        cut: list[Window] = []
-        window = self._open.get(key)
-        if window is not None and custom_id in window.custom_ids:
-            self.duplicates += 1
+        cut = self.add_line(endpoint, model, custom_id, line, position, attempt)
+        if cut is None:
             return AddResult(cut=[], duplicate=True)
-        if window is not None and window.nbytes + len(line) > self.max_bytes:
-            cut.append(self._cut(key, "bytes"))
-            window = None
+        return AddResult(cut=list(cut))
+
+    def add_line(
+        self,
+        endpoint: str,
+        model: str,
+        custom_id: str,
+        line: bytes,
+        position: Position,
+        attempt: int = 0,
+    ) -> Sequence[Window] | None:
+        """``add`` for the hot path: the windows this cut (usually an empty tuple, no object
+        built), or None for a duplicate."""
+        size = len(line)
+        if size > self.max_bytes:
+            raise ValueError(f"line of {size} bytes exceeds max_bytes={self.max_bytes}")
+        key = (endpoint, model)
+        window = self._open.get(key)
+        cut: Sequence[Window] = ()
+        if window is not None:
+            if custom_id in window.custom_ids:
+                self.duplicates += 1
+                return None
+            if window.nbytes + size > self.max_bytes:
+                cut = [self._cut(key, "bytes")]
+                window = None
         if window is None:
             window = Window(
                 endpoint=endpoint,
@@ -131,15 +149,16 @@ class Windows:
                 opened_at_unix=self._wall(),
             )
             self._open[key] = window
-        window.lines.append(line)
+        lines = window.lines
+        lines.append(line)
         window.positions.append(position)
         window.custom_ids.add(custom_id)
         if attempt > 0:
             window.attempts[custom_id] = attempt
-        window.nbytes += len(line)
-        if window.count >= self.max_requests:
-            cut.append(self._cut(key, "count"))
-        return AddResult(cut=cut)
+        window.nbytes += size
+        if len(lines) >= self.max_requests:
+            cut = [*cut, self._cut(key, "count")]
+        return cut
 
     def due(self) -> list[Window]:
         """Cut and return every window whose first request is ``max_wait`` seconds old."""

@@ -192,3 +192,70 @@ async def test_reconcile_republishes_created_batches_and_abandons_the_rest(tmp_p
     # replayed requests: 0 and 1 are in batch-x (skipped), 2 and 3 are windowed again
     assert ledger.state.covering(("req", 0), 1) == "dsp_created"
     assert ledger.state.covering(("req", 0), 2) is None
+
+
+async def test_handle_many_has_the_outcome_of_handle_one_by_one(tmp_path: Any) -> None:
+    """The chunked hot path (aiokafka engine) dead-letters, drops duplicates and redeliveries,
+    attempts, cuts and tracks offsets exactly as ``handle`` called for each message."""
+    values: list[tuple[int, int, bytes, tuple[tuple[str, bytes], ...]]] = [
+        (0, 0, line("a"), ()),
+        (0, 1, b"not json", ()),
+        (0, 2, line("a"), ()),  # duplicate of offset 0 (same open window)
+        (0, 1, line("z"), ()),  # redelivery of a seen offset: ignored
+        (1, 0, line("b"), (("batchpipe-attempt", b"2"),)),
+        (0, 3, line("c"), ()),  # cuts (max 3 requests): a, b, c
+        (1, 1, orjson.dumps({"custom_id": "d", "url": "/v1/images", "body": {"model": "m"}}), ()),
+        (1, 2, line("d"), ()),
+        (0, 4, line("e"), ()),
+    ]
+    msgs = [
+        Incoming(topic="req", partition=p, offset=o, key=b"k", value=v, headers=h)
+        for p, o, v, h in values
+    ]
+    outcomes = []
+    for chunked in (False, True):
+        settings = Settings(
+            requests_topic="req",
+            batch_max_requests=3,
+            batch_max_wait_seconds=60,
+            dispatcher_data_dir=tmp_path,
+        )
+        producer = FakeProducer()
+
+        async def commit(offsets: dict[Any, int]) -> bool:
+            return True
+
+        d = Dispatcher(
+            settings,
+            producer=producer,  # type: ignore[arg-type]
+            ledger=FakeLedger(),  # type: ignore[arg-type]
+            client=FakeClient(fail_uploads=False),  # type: ignore[arg-type]
+            commit=commit,
+            queue_size=10,
+        )
+        d.ready.set()
+        if chunked:
+            await d.handle_many(msgs[:4])
+            await d.handle_many(msgs[4:])
+        else:
+            for msg in msgs:
+                await d.handle(msg)
+        await d.flush()
+        windows = [d.queue.get_nowait()[1] for _ in range(d.queue.qsize())]
+        d._flush_metrics()
+        outcomes.append(
+            (
+                [(t, orjson.loads(v)["reason"].split(":")[0], k) for t, v, k in producer.sent],
+                [(w.lines, w.positions, w.attempts, w.cut_reason) for w in windows],
+                {tp: d.offsets.watermark(tp) for tp in [("req", 0), ("req", 1)]},
+                d.offsets.pending_count(),
+                d.metrics.registry.get_sample_value("dispatcher_requests_consumed_total"),
+                d.metrics.registry.get_sample_value("dispatcher_duplicates_dropped_total"),
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    dead, windows, marks, pending, consumed, duplicates = outcomes[0]
+    assert [reason for _, reason, _ in dead] == ["not_json", "url_not_allowed"]
+    assert [len(w[0]) for w in windows] == [3, 2] and windows[0][2] == {"b": 2}
+    assert marks == {("req", 0): 0, ("req", 1): 0} and pending == 8
+    assert consumed == 8 and duplicates == 1

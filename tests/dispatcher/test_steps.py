@@ -13,8 +13,9 @@ import httpx
 import openai
 import orjson
 import pytest
+from pydantic import ValidationError
 
-from services.dispatcher.dead_letters import Invalid, Valid, classify, dead_letter
+from services.dispatcher.dead_letters import Invalid, Valid, classify, classify_fast, dead_letter
 from services.dispatcher.jsonl import write_jsonl
 from services.dispatcher.ledger import (
     LedgerEntry,
@@ -26,6 +27,7 @@ from services.dispatcher.ledger import (
     to_ranges,
 )
 from services.dispatcher.submit import Aborted, Submitter, backoff, retry_after
+from shared.contracts import RequestLine
 
 
 def req(**over: Any) -> dict[str, Any]:
@@ -330,3 +332,45 @@ def test_prunable_entries_lie_entirely_below_the_committed_offsets() -> None:
     s.apply(entry("late", [("t", 0, 3), ("t", 1, 9)], "published"))
     assert sorted(s.prunable({("t", 0): 10, ("t", 1): 5})) == ["done", "gone"]
     assert s.prunable({("t", 0): 10}) == ["gone"]  # partition 1 not ours / not committed
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        orjson.dumps(req()),
+        orjson.dumps({k: v for k, v in req().items() if k != "method"}),
+        orjson.dumps(req(method="GET")),
+        orjson.dumps(req(method=None)),
+        orjson.dumps({"custom_id": "a", "url": "/v1/embeddings", "extra": {"model": "m"}}),
+        orjson.dumps({"custom_id": "a", "url": "/v1/embeddings", "body": {"model": "m"}, "x": 1}),
+        orjson.dumps(req(extra=1, method="POST")),
+        orjson.dumps(req(body=[])),
+        orjson.dumps(req(body={"model": 5})),
+        orjson.dumps(req(body={"model": "m", "stream": "true"})),
+        orjson.dumps(req(body={"model": "m", "stream": False})),
+        orjson.dumps(req(body={"model": "m", "stream": True}, url="/v1/images")),
+        orjson.dumps(req(custom_id=7)),
+        orjson.dumps(req(custom_id="x" * 65)),
+        orjson.dumps(req(url=5)),
+        orjson.dumps(req(url="/v1/responses", custom_id="a:b.c_d-e")),
+        b'{"custom_id":"a","url":"/v1/embeddings","body":{"model":"m"}}',
+        b"42",
+    ],
+)
+def test_hot_path_validation_agrees_with_the_contract(value: bytes) -> None:
+    """``classify_fast`` (the plain-check hot path) gives exactly ``classify``'s answer, and
+    accepts exactly what ``RequestLine`` accepts."""
+    slow = classify(value, 10_000)
+    fast = classify_fast(value, 10_000)
+    if isinstance(slow, Invalid):
+        assert fast == slow
+    else:
+        assert fast == (slow.custom_id, slow.endpoint, slow.model, slow.line)
+    try:
+        RequestLine.model_validate_json(value)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == isinstance(slow, Valid)
+    if isinstance(slow, Valid):
+        assert RequestLine.model_validate_json(slow.line) == RequestLine.model_validate_json(value)
