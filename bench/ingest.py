@@ -150,9 +150,10 @@ def raw_producer(
 
 
 async def _raw_producer(seconds: float, warmup: float, own_partitioner: bool) -> dict[str, Any]:
-    from services.ingest.publish import PRODUCER_OVERRIDES, encode_lines, partition_of
+    from services.ingest.publish import PRODUCER_OVERRIDES, encode_lines
     from services.ingest.validate import parse_body, validate_items
     from shared.kafka import make_producer
+    from shared.partitioner import partition_of
     from shared.settings import load_settings
 
     settings = load_settings()

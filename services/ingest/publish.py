@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -22,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from shared.contracts import RequestLine, encode, key_bytes
 from shared.kafka import MAX_REQUEST_SIZE, make_producer
 from shared.logs import get_logger
+from shared.partitioner import partition_of
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -36,41 +36,6 @@ YIELD_EVERY: Final = 1000
 # than the producer's limit minus this are refused before anything is sent.
 RECORD_OVERHEAD: Final = 16 * 1024
 MAX_VALUE_BYTES: Final = MAX_REQUEST_SIZE - RECORD_OVERHEAD
-
-
-_M32: Final = 0xFFFFFFFF
-_MURMUR_M: Final = 0x5BD1E995
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 hash of a key, as the Java client and aiokafka's default partitioner
-    compute it (same values), about twice as fast: the words are unpacked in one call."""
-    m = _MURMUR_M
-    length = len(data)
-    h = 0x9747B28C ^ length
-    for word in struct.unpack_from(f"<{length >> 2}I", data):
-        k = (word * m) & _M32
-        k ^= k >> 24
-        h = ((h * m) & _M32) ^ ((k * m) & _M32)
-    tail = length & 3
-    if tail:
-        base = length - tail
-        if tail == 3:
-            h ^= data[base + 2] << 16
-        if tail >= 2:
-            h ^= data[base + 1] << 8
-        h ^= data[base]
-        h = (h * m) & _M32
-    h ^= h >> 13
-    h = (h * m) & _M32
-    h ^= h >> 15
-    return h
-
-
-def partition_of(key: bytes, partitions: Sequence[int]) -> int:
-    """The partition the default partitioner gives ``key`` (``partitions`` sorted): records
-    keep Kafka's key → partition mapping, without aiokafka's per-record bookkeeping."""
-    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class Unavailable(Exception):

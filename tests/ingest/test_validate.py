@@ -9,14 +9,10 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
-from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from services.ingest.auth import ApiKeys, AuthResult
-from services.ingest.publish import MAX_VALUE_BYTES, encode_lines, murmur2, partition_of
+from services.ingest.publish import MAX_VALUE_BYTES, encode_lines
 from services.ingest.validate import ItemError, Validated, validate_body
 from shared.contracts import RequestLine, decode, is_valid_custom_id
 from shared.request_items import new_custom_id
@@ -226,10 +222,3 @@ def test_api_keys_constant_time_check() -> None:
     assert keys.check("Bearer k-one") is AuthResult.OK
     assert keys.check("bearer k-two") is AuthResult.OK
     assert "k-one" not in repr(vars(keys))
-
-
-@given(key=st.binary(max_size=80), count=st.integers(1, 64))
-def test_partition_of_matches_the_default_partitioner(key: bytes, count: int) -> None:
-    partitions = list(range(count))
-    assert murmur2(key) == aiokafka_murmur2(key)
-    assert partition_of(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
