@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
@@ -51,6 +51,24 @@ class Runtime:
         self.dispatcher: Dispatcher | None = None
         self._lock = asyncio.Lock()
         self._submitter: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        # fetched chunks of the requests topic: (records, Faust generation, dispatcher generation)
+        self.chunks: asyncio.Queue[tuple[list[Any], int, int]] = asyncio.Queue(maxsize=2)
+
+    async def deliver(self, records: list[Any], generation: int) -> None:
+        """From Faust's fetcher (``_bulk_delivery``): queue one partition's fetched records."""
+        dispatcher = await self.get()
+        await self.chunks.put((records, generation, dispatcher.generation))
+
+    async def _consume_chunks(self, dispatcher: Dispatcher) -> None:
+        app = self.app
+        while True:
+            records, generation, dispatcher_generation = await self.chunks.get()
+
+            def stale(g: int = generation, dg: int = dispatcher_generation) -> bool:
+                return g != app.consumer_generation_id or dg != dispatcher.generation
+
+            await dispatcher.handle_many(records, is_stale=stale)
 
     async def commit(self, offsets: dict[TP, int]) -> bool:
         faust_offsets = {FaustTP(topic, partition): o for (topic, partition), o in offsets.items()}
@@ -77,6 +95,7 @@ class Runtime:
                     metrics=self.metrics,
                 )
                 self._submitter = asyncio.create_task(self.dispatcher.run_submitter())
+                self._consumer = asyncio.create_task(self._consume_chunks(self.dispatcher))
                 log.info(
                     "dispatcher.started",
                     requests_topic=self.settings.requests_topic,
@@ -88,6 +107,8 @@ class Runtime:
     async def stop(self) -> None:
         if self._submitter is not None:
             self._submitter.cancel()
+        if self._consumer is not None:
+            self._consumer.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.producer.stop()
             await self.dispatcher.ledger.stop()
@@ -115,6 +136,89 @@ def _read_committed_consumers() -> None:
 
     thread_cls._create_worker_consumer = create_worker_consumer
     thread_cls._batchpipe_read_committed = True
+
+
+Deliver = Callable[[list[Any], int], Awaitable[None]]
+
+
+def _bulk_delivery(app: faust.App, topic: str, deliver: Deliver) -> None:
+    """Hand the records of ``topic`` to ``deliver`` a fetched chunk at a time (idempotent,
+    process-wide patch of the aiokafka driver's consumer; only apps that register a topic here
+    are affected).
+
+    faust-streaming 0.15's ``Consumer._drain_messages`` passes every message to the streams
+    through ``wait_first(callback(message), suspend_flow.wait())``: two asyncio tasks and three
+    loop iterations per message, ~60% of a Faust dispatcher's time (see bench/README.md). The
+    requests topic has ``acks=False`` and the dispatcher keeps its own offsets, so nothing of
+    the per-message path (ack bookkeeping, gaps, the stream's buffer) is needed for it. This
+    drain loop is the original one with the same fetch call, the same read-offset filter and
+    bookkeeping and the same stop/seek handling, but the requests topic's records of one
+    partition go to ``deliver(records, generation_id)`` as one list (other topics, if any, keep
+    the per-message path). Records fetched before a rebalance are dropped by the receiver
+    (generation check), as the agent did per event."""
+    from faust.transport.drivers import aiokafka as driver
+
+    consumer_cls: Any = driver.Consumer
+    app_any: Any = app
+    app_any._batchpipe_bulk = (topic, deliver)
+    if getattr(consumer_cls, "_batchpipe_bulk_patched", False):
+        return
+    original = consumer_cls._drain_messages
+
+    async def drain_messages(self: Any, fetcher: Any) -> None:
+        bulk = getattr(self.app, "_batchpipe_bulk", None)
+        if bulk is None:
+            await original(self, fetcher)
+            return
+        await _drain_bulk(self, fetcher, *bulk)
+
+    consumer_cls._drain_messages = drain_messages
+    consumer_cls._batchpipe_bulk_patched = True
+
+
+async def _drain_bulk(consumer: Any, fetcher: Any, topic: str, deliver: Deliver) -> None:
+    consumer_should_stop = consumer._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    read_offset = consumer._read_offset
+    app = consumer.app
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            records, active = await consumer._wait_next_records(1.0)
+            generation = app.consumer_generation_id
+            await consumer.sleep(0)
+            if records is None or consumer.should_stop:
+                continue
+            if not consumer.flow_active:
+                try:
+                    await consumer.perform_seek()
+                except Exception as exc:
+                    log.warning("faust.seek_failed", error=repr(exc))
+                continue
+            for tp, chunk in records.items():
+                if not (active is None or tp in active or tp in consumer._buffered_partitions):
+                    continue
+                r_offset = read_offset[tp]
+                if r_offset is not None:
+                    chunk = [r for r in chunk if r.offset >= r_offset]
+                if not chunk:
+                    continue
+                if tp.topic == topic:
+                    await deliver(chunk, generation)
+                else:
+                    for record in chunk:
+                        await consumer.wait_first(
+                            consumer.callback(consumer._to_message(tp, record)),
+                            consumer.suspend_flow.wait(),
+                        )
+                read_offset[tp] = chunk[-1].offset
+    except consumer.consumer_stopped_errors:
+        if app.should_stop:
+            return
+        raise
+    except asyncio.CancelledError:
+        if app.should_stop:
+            return
+        raise
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -153,9 +257,13 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         acks=False,
     )
+    _bulk_delivery(app, settings.requests_topic, runtime.deliver)
 
     @app.agent(requests, name="dispatch")
     async def dispatch(stream: StreamT[Any]) -> None:
+        # The agent subscribes the topic; its records reach ``handle_many`` in chunks through
+        # ``runtime.deliver`` (``_bulk_delivery``). This loop only serves a message that
+        # would still come through Faust's per-message path.
         dispatcher = await runtime.get()
         async for event in stream.events():
             message = event.message
