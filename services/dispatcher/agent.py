@@ -1,7 +1,8 @@
 """The dispatcher's core: consumed request -> window -> ledger -> OpenAI batch -> commit.
 
-``Dispatcher`` holds the state of one worker and is driven by the Faust app (``app.py``):
-``handle()`` for every consumed message, ``tick()`` from a timer (time cuts fire with an idle
+``Dispatcher`` holds the state of one worker and is driven by the Faust app (``app.py``) or
+the aiokafka runner: ``handle_many()`` for each fetched chunk of one partition (``handle()``
+for a single message; same outcome), ``tick()`` from a timer (time cuts fire with an idle
 stream), ``on_revoked()`` / ``on_assigned()`` from the rebalance signals, and ``run_submitter()``
 as a background task. It knows nothing of Faust beyond a ``commit(offsets)`` callable.
 

@@ -8,6 +8,10 @@ group, so several workers share the partitions). Faust's web server on
 The requests topic is declared with ``acks=False``: Faust never acks or commits it; the
 ``Dispatcher`` commits its own contiguous "done" watermark (see ``agent.py`` and ``offsets.py``
 for why Faust's ``take()``/ack/commit path cannot be trusted here).
+
+Its records do not go through Faust's per-message hand-off (``_bulk_delivery``): the fetcher
+passes each partition's fetched chunk to ``Dispatcher.handle_many`` through a small queue;
+the agent only subscribes the topic.
 """
 
 from __future__ import annotations

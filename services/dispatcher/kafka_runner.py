@@ -1,15 +1,15 @@
 """Opt-in runner: the same ``Dispatcher`` on a plain aiokafka consumer group.
 
-``BATCHPIPE_DISPATCHER_ENGINE=aiokafka`` (default ``faust``). A documented last resort, kept
-because of throughput only: faust-streaming 0.15's consumer hands every message to the stream
-through ``Consumer._drain_messages`` with two asyncio tasks per message (``wait_first``),
-which caps a Faust worker at a few thousand requests/s on 2 cores, while the dispatcher's own
-work is ~15 µs per request (see ``bench/README.md``). Everything that makes the dispatcher
+``BATCHPIPE_DISPATCHER_ENGINE=aiokafka`` (default ``faust``). Kept as a fallback that does
+not depend on Faust internals: the Faust engine's throughput relies on ``app._bulk_delivery``
+replacing faust-streaming's per-message hand-off (two asyncio tasks per message in
+``Consumer._drain_messages``) for the requests topic. Everything that makes the dispatcher
 safe — windows, the ledger and its reconciliation, the contiguous commit watermark, the
 revocation hook — is the shared ``Dispatcher``; only the transport differs:
 
-- ``getmany`` batches instead of a Faust stream; a record fetched before a revocation is
-  dropped (the generation it was fetched in is compared), the next owner reads it again;
+- ``getmany`` chunks (one partition's records per ``Dispatcher.handle_many`` call) instead of
+  a Faust stream; a record fetched before a revocation is dropped (the generation it was
+  fetched in is compared), the next owner reads it again;
 - aiokafka's ``ConsumerRebalanceListener`` calls ``on_revoked`` / ``on_assigned`` (eager
   protocol: every member revokes before anyone is assigned);
 - commits are ``AIOKafkaConsumer.commit(offsets)`` of the watermark;
