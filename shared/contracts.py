@@ -37,7 +37,7 @@ Headers = Sequence[tuple[str, bytes]]
 
 
 def is_valid_custom_id(value: str) -> bool:
-    return bool(_CUSTOM_ID_RE.match(value))
+    return _CUSTOM_ID_RE.fullmatch(value) is not None
 
 
 def now_unix() -> int:

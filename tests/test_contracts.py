@@ -165,3 +165,22 @@ def test_each_topic_has_a_json_schema(topic: str) -> None:
     assert schema["type"] == "object"
     assert schema["title"] == topic
     assert schema["required"]
+
+
+def test_is_valid_custom_id_agrees_with_the_request_line_schema() -> None:
+    """``$`` alone matches before a trailing newline in Python's re; the schema does not."""
+    from shared.contracts import is_valid_custom_id
+
+    for value in ["ok-1", "a" * 64, "abc\n", "a" * 65, "", "x y", "é"]:
+        line = {
+            "custom_id": value,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "messages": []},
+        }
+        try:
+            RequestLine.model_validate(line)
+            schema_ok = True
+        except ValidationError:
+            schema_ok = False
+        assert is_valid_custom_id(value) is schema_ok, value
