@@ -4,12 +4,14 @@
 `batchpipe` processes against a real broker, with the settings rendered as environment variables
 (`shared.settings.settings_env`), each process logging to its own file under the work directory.
 Processes can be stopped (SIGTERM), killed (SIGKILL, as `kill -9`) and restarted, which is all the
-chaos suite needs. `ResultsReader` follows the results topic with a read_committed consumer and
+chaos suite needs. `ResultsFollower` follows the results topic with a read_committed consumer and
 counts what it sees per custom_id.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from shared.contracts import ResultMessage, decode
+from shared.kafka import make_consumer
 from shared.local_kafka import free_port
 from shared.settings import Settings, settings_env
 
@@ -206,51 +209,6 @@ class Pipeline:
 
 
 @dataclass
-class ResultsReader:
-    """Counts results per custom_id as a read_committed consumer sees them."""
-
-    settings: Settings
-    seen: Counter[str] = field(default_factory=Counter)
-    results: dict[str, ResultMessage] = field(default_factory=dict)
-
-    async def read_until(
-        self, ids: set[str], timeout: float, *, settle: float = 1.0
-    ) -> dict[str, ResultMessage]:
-        """Read results until every id has a terminal result, then ``settle`` seconds more."""
-        import asyncio
-
-        from shared.kafka import make_consumer
-
-        self.seen.clear()
-        self.results.clear()
-        consumer = make_consumer(self.settings, self.settings.results_topic, group_id=None)
-        await consumer.start()
-        try:
-            deadline = time.monotonic() + timeout
-            done_at: float | None = None
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batch.values():
-                    for record in records:
-                        result = decode(ResultMessage, record.value)
-                        if result.status in TERMINAL:
-                            self.seen[result.custom_id] += 1
-                            self.results[result.custom_id] = result
-                if done_at is None and ids <= self.results.keys():
-                    done_at = time.monotonic()
-                if done_at is not None and time.monotonic() - done_at >= settle:
-                    break
-                await asyncio.sleep(0)
-        finally:
-            await consumer.stop()
-        return self.results
-
-    @property
-    def duplicates(self) -> dict[str, int]:
-        return {cid: n for cid, n in self.seen.items() if n > 1}
-
-
-@dataclass
 class ResultsFollower:
     """Follows the results topic in the background (read_committed), keeping arrival times.
 
@@ -262,13 +220,9 @@ class ResultsFollower:
     seen: Counter[str] = field(default_factory=Counter)
     results: dict[str, ResultMessage] = field(default_factory=dict)
     arrivals: list[float] = field(default_factory=list)
-    _task: object | None = None
+    _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        import asyncio
-
-        from shared.kafka import make_consumer
-
         consumer = make_consumer(self.settings, self.settings.results_topic, group_id=None)
         await consumer.start()
 
@@ -289,19 +243,14 @@ class ResultsFollower:
         self._task = asyncio.create_task(follow())
 
     async def stop(self) -> None:
-        import asyncio
-        import contextlib
-
         task = self._task
-        if isinstance(task, asyncio.Task):
+        if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
     async def wait_for(self, ids: set[str], timeout: float, *, settle: float = 2.0) -> set[str]:
         """Wait until every id has a terminal result (then ``settle`` more); return the missing."""
-        import asyncio
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not ids <= self.results.keys():
             await asyncio.sleep(0.25)
@@ -310,8 +259,6 @@ class ResultsFollower:
 
     async def first_result_after(self, moment: float, timeout: float) -> float | None:
         """Seconds from ``moment`` (unix time) to the first terminal result published after it."""
-        import asyncio
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             later = [t for t in self.arrivals if t >= moment]
@@ -319,6 +266,17 @@ class ResultsFollower:
                 return min(later) - moment
             await asyncio.sleep(0.1)
         return None
+
+    async def read_until(
+        self, ids: set[str], timeout: float, *, settle: float = 1.0
+    ) -> dict[str, ResultMessage]:
+        """Follow from the beginning until every id has a terminal result, ``settle`` more."""
+        await self.start()
+        try:
+            await self.wait_for(ids, timeout, settle=settle)
+        finally:
+            await self.stop()
+        return self.results
 
     @property
     def duplicates(self) -> dict[str, int]:

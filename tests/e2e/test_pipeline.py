@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.conftest import make_test_settings
-from tests.e2e.harness import Pipeline, ResultsReader
+from tests.e2e.harness import Pipeline, ResultsFollower
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -104,7 +104,7 @@ async def test_original_curl_payload_yields_two_succeeded_results(pipeline: Pipe
     body = response.json()
     assert body["status"] == "success" and body["accepted"] == 2
     ids = set(body["ids"])
-    results = await ResultsReader(pipeline.settings).read_until(ids, timeout=90)
+    results = await ResultsFollower(pipeline.settings).read_until(ids, timeout=90)
     mine = {cid: results[cid] for cid in ids if cid in results}
     assert mine.keys() == ids, pipeline.logs()
     assert {r.status for r in mine.values()} == {"succeeded"}
@@ -117,7 +117,7 @@ async def test_original_curl_payload_yields_two_succeeded_results(pipeline: Pipe
 async def test_request_produced_straight_to_kafka_gets_its_result(pipeline: Pipeline) -> None:
     cid = f"direct-{uuid.uuid4().hex[:8]}"
     await produce_plain(pipeline.settings, [(cid, line(cid, "gpt-4o-mini"))])
-    reader = ResultsReader(pipeline.settings)
+    reader = ResultsFollower(pipeline.settings)
     results = await reader.read_until({cid}, timeout=90)
     assert results[cid].status == "succeeded", pipeline.logs()
     assert reader.seen[cid] == 1
@@ -136,7 +136,7 @@ async def test_ten_thousand_mixed_requests_one_result_each(pipeline: Pipeline) -
     ids = {cid for cid, _ in items}
     before = {b.id for b in await list_batches(pipeline)}
     await produce_plain(pipeline.settings, items)
-    reader = ResultsReader(pipeline.settings)
+    reader = ResultsFollower(pipeline.settings)
     results = await reader.read_until(ids, timeout=240, settle=3.0)
     missing = ids - results.keys()
     assert not missing, f"{len(missing)} without a result\n{pipeline.logs()}"
@@ -202,7 +202,7 @@ async def test_faults_every_request_still_ends_once(kafka_bootstrap: str, tmp_pa
         await wait_for_batches(pipeline, 1)
         pipeline.set_faults(force_expire=0.0)
         await produce_plain(pipeline.settings, items[200:])
-        reader = ResultsReader(pipeline.settings)
+        reader = ResultsFollower(pipeline.settings)
         results = await reader.read_until(ids, timeout=240, settle=3.0)
         missing = ids - results.keys()
         assert not missing, f"{len(missing)} without a result\n{pipeline.logs()}"

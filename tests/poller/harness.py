@@ -122,30 +122,5 @@ async def committed_consumer(settings: Settings, *topics: str, **kw: Any) -> AIO
     return consumer
 
 
-async def read_until(
-    consumer: AIOKafkaConsumer,
-    done: Any,
-    *,
-    timeout: float = 30.0,
-    settle: float = 0.0,
-) -> list[Any]:
-    """Read records until ``done(records)`` is true (or fail), then ``settle`` seconds more."""
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while not done(records):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"condition not met within {timeout}s; got {len(records)}")
-        batch = await consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
-        for part in batch.values():
-            records.extend(part)
-    end = time.monotonic() + settle
-    while time.monotonic() < end:
-        batch = await consumer.getmany(timeout_ms=200)
-        for part in batch.values():
-            records.extend(part)
-    return records
-
-
 def results_of(records: Sequence[Any], topic: str) -> list[ResultMessage]:
     return [decode(ResultMessage, r.value) for r in records if r.topic == topic]

@@ -15,6 +15,7 @@ import pytest
 
 from shared.openai_client import make_openai
 from shared.settings import settings_env
+from tests.support import read_until
 
 from .harness import (
     committed_consumer,
@@ -22,7 +23,6 @@ from .harness import (
     lines_for,
     poller_settings,
     publish_batches,
-    read_until,
     running_poller,
     wait_ended,
 )

@@ -12,6 +12,7 @@ import pytest
 
 from shared.contracts import attempt_from_headers
 from shared.openai_client import make_openai
+from tests.support import read_until
 
 from .harness import (
     committed_consumer,
@@ -19,7 +20,6 @@ from .harness import (
     lines_for,
     poller_settings,
     publish_batches,
-    read_until,
     results_of,
     running_poller,
     wait_ended,
