@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import subprocess
@@ -51,7 +52,7 @@ from services.dispatcher.jsonl import write_jsonl  # noqa: E402
 from services.dispatcher.window import Windows  # noqa: E402
 from shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
 from shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
-from shared.local_kafka import LocalKafka, free_port  # noqa: E402
+from shared.local_kafka import free_port, running_kafka  # noqa: E402
 from shared.settings import Settings, settings_env  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -318,18 +319,10 @@ def main() -> None:
         work = Path(os.environ.get("BENCH_DISPATCHER_WORKDIR") or tmp)
         work.mkdir(parents=True, exist_ok=True)
         bootstrap = os.environ.get("BATCHPIPE_BENCH_KAFKA_BOOTSTRAP")
-        broker = None
-        if not bootstrap:
-            broker = LocalKafka(data_dir=work / "kafka", port=free_port())
-            broker_log = (work / "kafka.log").open("wb")
-            broker.start(stdout=broker_log.fileno())
-            broker.wait_ready(timeout=90)
-            bootstrap = broker.bootstrap
-        try:
+        with contextlib.ExitStack() as stack:
+            if not bootstrap:
+                bootstrap = stack.enter_context(running_kafka(work / "kafka")).bootstrap
             result = asyncio.run(run(args, bootstrap, work))
-        finally:
-            if broker is not None:
-                broker.stop()
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     for engine, figures in result["engines"].items():
         ok = "OK" if figures["ratio"] >= 0.5 else "BELOW"

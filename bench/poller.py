@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -48,7 +49,7 @@ from services.poller.produce import RecordBatcher  # noqa: E402
 from services.poller.results import emissions, openai_line_opener  # noqa: E402
 from shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
 from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer  # noqa: E402
-from shared.local_kafka import LocalKafka, free_port  # noqa: E402
+from shared.local_kafka import free_port, running_kafka  # noqa: E402
 from shared.settings import Settings, settings_env  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -330,18 +331,10 @@ def main() -> None:
         work = Path(os.environ.get("BENCH_POLLER_WORKDIR") or tmp)
         work.mkdir(parents=True, exist_ok=True)
         bootstrap = os.environ.get("BATCHPIPE_BENCH_KAFKA_BOOTSTRAP")
-        broker = None
-        if not bootstrap:
-            broker = LocalKafka(data_dir=work / "kafka", port=free_port())
-            broker_log = (work / "kafka.log").open("wb")
-            broker.start(stdout=broker_log.fileno())
-            broker.wait_ready(timeout=90)
-            bootstrap = broker.bootstrap
-        try:
+        with contextlib.ExitStack() as stack:
+            if not bootstrap:
+                bootstrap = stack.enter_context(running_kafka(work / "kafka")).bootstrap
             result = asyncio.run(run(args, bootstrap, work))
-        finally:
-            if broker is not None:
-                broker.stop()
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     ratio = result["median_ratio"]
     verdict = "OK" if ratio >= 0.5 else "BELOW TARGET"

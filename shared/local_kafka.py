@@ -8,6 +8,7 @@ Data stays in ``data_dir`` across restarts. The Kafka version is pinned here, in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,6 +245,25 @@ class LocalKafka:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def running_kafka(
+    data_dir: Path, *, heap: str = "512m", ready_timeout: float = 90.0
+) -> Iterator[LocalKafka]:
+    """A started, ready broker on a free port for the block (tests, benchmarks); stopped after.
+
+    The broker's output goes to ``data_dir/broker.log``.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    broker = LocalKafka(data_dir=data_dir, port=free_port(), heap=heap)
+    with (data_dir / "broker.log").open("ab") as log:
+        try:
+            broker.start(stdout=log.fileno())
+            broker.wait_ready(timeout=ready_timeout)
+            yield broker
+        finally:
+            broker.stop()
 
 
 def _cluster_id(data_dir: Path) -> str:

@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.kafka import ensure_topics, make_consumer, make_producer
-from shared.local_kafka import LocalKafka, free_port
+from shared.local_kafka import LocalKafka, running_kafka
 from shared.settings import Settings
 
 pytest_plugins = ["tests.fixtures_emulator"]
@@ -40,16 +40,8 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafk
     if os.environ.get("BATCHPIPE_TEST_KAFKA_BOOTSTRAP"):
         yield None
         return
-    data_dir = tmp_path_factory.mktemp("kafka")
-    broker = LocalKafka(data_dir=data_dir, port=free_port())
-    log = (data_dir / "broker.log").open("wb")
-    try:
-        broker.start(stdout=log.fileno())
-        broker.wait_ready(timeout=90)
+    with running_kafka(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
-    finally:
-        broker.stop()
-        log.close()
 
 
 @pytest.fixture(scope="session")
