@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,24 @@ async def wait_for(predicate: Any, timeout: float, interval: float = 0.25) -> No
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+def unique(records: list[BatchRecord]) -> list[BatchRecord]:
+    """Batch records by batch id (a record re-published after a crash counts once)."""
+    return list({r.batch_id: r for r in records}.values())
+
+
+def total(records: list[BatchRecord]) -> int:
+    return sum(r.request_count for r in unique(records))
+
+
+async def assert_exactly_once(
+    s: Settings, emulator: Any, records: list[BatchRecord], ids: list[str]
+) -> None:
+    """Every request in exactly one batch (read from the batch input files), no other batch."""
+    got = await custom_ids_of(s, records)
+    assert Counter(got) == Counter(ids), "every request in exactly one batch"
+    assert total(records) == len(ids)
+    stats = emulator.stats()
+    assert stats["duplicate_custom_ids"] == 0
+    assert stats["batches_created"] == len(unique(records)), "a created batch was not published"

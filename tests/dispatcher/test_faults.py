@@ -5,46 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.contracts import BatchRecord
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.dispatcher.support import (
     Worker,
+    assert_exactly_once,
     committed_offsets,
-    custom_ids_of,
     dispatcher_settings,
     metrics_text,
     produce,
     read_batches,
     request,
+    total,
     wait_for,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def unique(records: list[BatchRecord]) -> list[BatchRecord]:
-    return list({r.batch_id: r for r in records}.values())
-
-
-def total(records: list[BatchRecord]) -> int:
-    return sum(r.request_count for r in unique(records))
-
-
-async def assert_exactly_once(
-    s: Settings, emulator: Any, records: list[BatchRecord], ids: list[str]
-) -> None:
-    got = await custom_ids_of(s, records)
-    assert Counter(got) == Counter(ids), "every request in exactly one batch"
-    stats = emulator.stats()
-    assert stats["duplicate_custom_ids"] == 0
-    assert stats["batches_created"] == len(unique(records)), "a created batch was not published"
 
 
 async def test_upload_fails_then_succeeds_nothing_acked_early(

@@ -7,24 +7,25 @@ exactly one batch (nothing lost, nothing twice) and the emulator saw no duplicat
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from shared.contracts import BatchRecord, DeadLetter, decode
+from shared.contracts import DeadLetter, decode
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.dispatcher.support import (
     Worker,
+    assert_exactly_once,
     committed_offsets,
     custom_ids_of,
     dispatcher_settings,
     produce,
     read_batches,
     request,
+    total,
     wait_for,
 )
 from tests.support import drain
@@ -32,29 +33,10 @@ from tests.support import drain
 pytestmark = pytest.mark.slow
 
 
-def unique(records: list[BatchRecord]) -> list[BatchRecord]:
-    return list({r.batch_id: r for r in records}.values())
-
-
-def total(records: list[BatchRecord]) -> int:
-    return sum(r.request_count for r in unique(records))
-
-
 async def setup(settings: Settings, emulator: Any, **overrides: Any) -> Settings:
     s = dispatcher_settings(settings, emulator, **overrides)
     await ensure_topics(s)
     return s
-
-
-async def assert_exactly_once(
-    s: Settings, emulator: Any, records: list[BatchRecord], ids: list[str]
-) -> None:
-    got = await custom_ids_of(s, records)
-    assert Counter(got) == Counter(ids), "every request in exactly one batch"
-    assert sum(r.request_count for r in unique(records)) == len(ids)
-    stats = emulator.stats()
-    assert stats["duplicate_custom_ids"] == 0
-    assert stats["batches_created"] == len(unique(records))
 
 
 @pytest.mark.parametrize("engine", ["faust", "aiokafka"])
