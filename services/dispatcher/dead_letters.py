@@ -1,9 +1,12 @@
 """Validation of incoming ``requests`` messages and what to do with the invalid ones.
 
 ``classify(value, max_line_bytes)`` is pure: it returns either a ``Valid`` request (its exact
-JSONL line, re-encoded with orjson on one line, plus endpoint, model and custom_id) or an
-``Invalid`` reason. It applies the rules of ``shared.contracts.RequestLine`` (the one schema),
-with a fast path for well-formed lines and the pydantic model as the authority for the rest:
+JSONL line, without the newline, plus endpoint, model and custom_id) or an ``Invalid`` reason.
+The line is the consumed value itself (not copied) when it already is a complete batch line on
+one line (what ingest publishes), else the request re-encoded with orjson (``method`` added,
+newlines removed). It
+applies the rules of ``shared.contracts.RequestLine`` (the one schema), with a fast path for
+well-formed lines and the pydantic model as the authority for the rest:
 
 =================  ==========================================================
 reason             meaning
@@ -40,7 +43,7 @@ from shared.contracts import (
 
 SERVICE: Final = "dispatcher"
 _FIELDS: Final = frozenset({"custom_id", "method", "url", "body"})
-_CUSTOM_ID_MATCH: Final = re.compile(CUSTOM_ID_PATTERN).match
+_CUSTOM_ID_MATCH: Final = re.compile(CUSTOM_ID_PATTERN).fullmatch
 _ENDPOINTS: Final = frozenset(ENDPOINTS)
 _MISSING: Final = object()
 
@@ -52,7 +55,7 @@ class Valid:
     custom_id: str
     endpoint: str
     model: str
-    line: bytes  # the exact JSONL line, ending in b"\n"
+    line: bytes  # the exact JSONL line, without its b"\n" (the file writer adds it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +101,29 @@ def classify_fast(value: bytes | None, max_line_bytes: int) -> ValidTuple | Inva
         # custom_id, url and body are there: no other field than ``method`` (== "POST")
         and ((size := len(parsed)) == 3 or (size == 4 and parsed.get("method", _MISSING) == "POST"))
     ):
-        if size == 3:
-            parsed["method"] = "POST"
+        if size == 4 and value.find(b"\n") < 0 and value.find(b"\r") < 0:
+            # Already a complete batch line on one line: the window keeps the consumed value
+            # itself (no re-encoding, no copy). (``find`` is ~4x faster than ``in`` here.)
+            if len(value) + 1 > max_line_bytes:
+                return _oversize(len(value) + 1, max_line_bytes)
+            return (custom_id, url, model, value)
+        parsed["method"] = "POST"
     else:
         reason = _slow_check(parsed)
         if reason is not None:
             return reason
         parsed.setdefault("method", "POST")
         model = parsed["body"]["model"]
-    # Concatenating makes an exact-size copy: orjson's own result keeps an ~8 KiB allocation
-    # per object, which would make a 50,000-line window take ~8x its JSONL size in memory.
-    line = orjson.dumps(parsed) + b"\n"
-    if len(line) > max_line_bytes:
-        return Invalid("oversize", f"line of {len(line)} bytes > BATCH_MAX_BYTES={max_line_bytes}")
+    # An exact-size copy: orjson's own result keeps an ~8 KiB allocation per object, which
+    # would make a 50,000-line window take ~8x its JSONL size in memory.
+    line = bytes(memoryview(orjson.dumps(parsed)))
+    if len(line) + 1 > max_line_bytes:
+        return _oversize(len(line) + 1, max_line_bytes)
     return (parsed["custom_id"], parsed["url"], model, line)
+
+
+def _oversize(size: int, max_line_bytes: int) -> Invalid:
+    return Invalid("oversize", f"line of {size} bytes > BATCH_MAX_BYTES={max_line_bytes}")
 
 
 def _slow_check(parsed: dict[str, Any]) -> Invalid | None:

@@ -1,8 +1,9 @@
 """The batch input file: a window's lines written as JSONL to a temporary file.
 
-The lines are already the exact orjson-encoded bytes (``dead_letters.classify`` made them), so
-writing is a plain streamed copy in chunks; afterwards the window releases its lines, so the
-requests are never held twice in memory (lines + file contents). ``write_jsonl_async`` runs the
+The lines are already the exact bytes of each request (``dead_letters.classify`` chose them),
+without their newline, so writing is a plain streamed copy in chunks, each line followed by
+``\\n``; afterwards the window releases its lines, so the requests are never held twice in
+memory (lines + file contents). ``write_jsonl_async`` runs the
 file I/O in a thread to keep the event loop free.
 """
 
@@ -21,12 +22,13 @@ CHUNK_LINES = 1024
 def write_jsonl(
     lines: Sequence[bytes], directory: Path | None = None, prefix: str = "batch-"
 ) -> Path:
-    """Write ``lines`` (each ending in ``\\n``) to a new temp file; return its path."""
+    """Write ``lines`` (without their ``\\n``) as JSONL to a new temp file; return its path."""
     fd, name = tempfile.mkstemp(prefix=prefix, suffix=".jsonl", dir=directory)
     try:
         with os.fdopen(fd, "wb", buffering=1024 * 1024) as out:
             for start in range(0, len(lines), CHUNK_LINES):
-                out.writelines(lines[start : start + CHUNK_LINES])
+                out.write(b"\n".join(lines[start : start + CHUNK_LINES]))
+                out.write(b"\n")
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
@@ -40,7 +42,7 @@ async def write_jsonl_async(
 
 
 def jsonl_size(lines: Sequence[bytes]) -> int:
-    return sum(len(line) for line in lines)
+    return sum(len(line) + 1 for line in lines)
 
 
 def file_sha256(path: Path) -> str:

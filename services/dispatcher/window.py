@@ -5,7 +5,7 @@ windows, and it hands back ``Window`` objects that are ready to submit. A window
 
 - it holds ``max_requests`` lines (OpenAI allows at most 50,000),
 - adding the next line would make its JSONL exceed ``max_bytes`` (the window is cut *first*,
-  the line opens the next window), counting the exact bytes of each encoded line incl. ``\\n``,
+  the line opens the next window), counting the exact bytes of each line plus its ``\\n``,
 - ``max_wait`` seconds have passed since its first request (``due()``, by the injectable clock).
 
 A line whose ``custom_id`` is already in the open window of its group is a duplicate: it is
@@ -30,7 +30,8 @@ Clock = Callable[[], float]
 
 @dataclass(slots=True)
 class Window:
-    """The requests of one future batch. ``lines`` are the exact JSONL lines (with ``\\n``)."""
+    """The requests of one future batch. ``lines`` are the exact JSONL lines without their
+    ``\\n`` (usually the consumed values themselves); ``nbytes`` is the file's size."""
 
     endpoint: str
     model: str
@@ -128,7 +129,7 @@ class Windows:
     ) -> Sequence[Window] | None:
         """``add`` for the hot path: the windows this cut (usually an empty tuple, no object
         built), or None for a duplicate."""
-        size = len(line)
+        size = len(line) + 1
         if size > self.max_bytes:
             raise ValueError(f"line of {size} bytes exceeds max_bytes={self.max_bytes}")
         key = (endpoint, model)
@@ -201,7 +202,7 @@ class Windows:
                 kept.custom_ids.add(custom_id)
                 if custom_id in window.attempts:
                     kept.attempts[custom_id] = window.attempts[custom_id]
-                kept.nbytes += len(line)
+                kept.nbytes += len(line) + 1
             if kept.lines:
                 self._open[key] = kept
             else:

@@ -16,7 +16,7 @@ class Clock:
 
 
 def line(custom_id: str, size: int = 0) -> bytes:
-    return (b'{"custom_id":"%s","x":"%s"}\n') % (custom_id.encode(), b"x" * size)
+    return (b'{"custom_id":"%s","x":"%s"}') % (custom_id.encode(), b"x" * size)
 
 
 def make(**kw: object) -> tuple[Windows, Clock]:
@@ -59,20 +59,20 @@ def test_fifty_thousand_cap() -> None:
 
 
 def test_bytes_cut_happens_before_the_overflowing_line() -> None:
-    size = len(line("a", 100))
+    size = len(line("a", 100)) + 1  # in the file: the line and its newline
     w, _ = make(max_requests=100, max_bytes=size * 2 + 10)
     assert add(w, "a", size=100, offset=0) == []
     assert add(w, "b", size=100, offset=1) == []
     cut = add(w, "c", size=100, offset=2)
     assert len(cut) == 1 and cut[0].cut_reason == "bytes"
-    assert cut[0].nbytes == size * 2 == sum(len(x) for x in cut[0].lines)
+    assert cut[0].nbytes == size * 2 == sum(len(x) + 1 for x in cut[0].lines)
     assert cut[0].nbytes <= w.max_bytes
     assert [o for _, _, o in cut[0].positions] == [0, 1]
     assert len(w) == 1  # "c" opened the next window
 
 
 def test_exact_bytes_limit_is_allowed() -> None:
-    size = len(line("a"))
+    size = len(line("a")) + 1
     w, _ = make(max_requests=100, max_bytes=size * 2)
     add(w, "a")
     assert add(w, "b") == []
@@ -175,4 +175,4 @@ def test_drop_partitions() -> None:
     dropped = w.drop_partitions({("t", 1)})
     assert sorted(dropped) == [("t", 1, 0), ("t", 1, 1)]
     (left,) = w.flush()
-    assert left.custom_ids == {"a"} and left.nbytes == len(line("a"))
+    assert left.custom_ids == {"a"} and left.nbytes == len(line("a")) + 1
