@@ -123,20 +123,26 @@ def to_ranges(offsets: Sequence[int]) -> list[int]:
 
 
 def coverage_of(positions: Iterable[Position]) -> dict[str, list[int]]:
+    """Positions -> ``{"topic:partition": [s0, e0, s1, e1, ...]}`` (sorted inclusive ranges)."""
     per_tp: dict[TP, list[int]] = {}
     for topic, partition, offset in positions:
-        per_tp.setdefault((topic, partition), []).append(offset)
+        offsets = per_tp.get((topic, partition))
+        if offsets is None:
+            offsets = per_tp[(topic, partition)] = []
+        offsets.append(offset)
+    # (a window's offsets come in consumption order, ascending per partition: the sort is a
+    # linear pass)
     return {_tp_key(tp): to_ranges(sorted(offs)) for tp, offs in sorted(per_tp.items())}
 
 
-def dispatch_id_for(positions: Sequence[Position], custom_ids: Iterable[str]) -> str:
-    """Deterministic id of a window: the same requests give the same id."""
+def dispatch_id_for(coverage: Mapping[str, Sequence[int]]) -> str:
+    """Deterministic id of a window from its coverage (``coverage_of``): the same requests
+    give the same id. The Kafka positions identify the requests (their custom_ids included),
+    so hashing the ranges is enough, and cheap for a 50,000-line window."""
     digest = hashlib.sha256()
-    for topic, partition, offset in sorted(positions):
-        digest.update(f"{topic}\x00{partition}\x00{offset}\n".encode())
-    digest.update(b"\x01")
-    for custom_id in sorted(custom_ids):
-        digest.update(custom_id.encode() + b"\n")
+    for key in sorted(coverage):
+        digest.update(key.encode() + b"\x00")
+        digest.update(",".join(map(str, coverage[key])).encode() + b"\n")
     return "dsp_" + digest.hexdigest()[:32]
 
 
