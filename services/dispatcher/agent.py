@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, OpenAI
 from openai.types import Batch
 
 from services.dispatcher.dead_letters import Invalid, classify, classify_fast, dead_letter
@@ -135,6 +135,7 @@ class Dispatcher:
         client: AsyncOpenAI,
         commit: CommitFn,
         metrics: Metrics | None = None,
+        upload_client: OpenAI | None = None,
         clock: Callable[[], float] = time.monotonic,
         queue_size: int = 1,
         retry_base_delay: float = 0.5,
@@ -158,7 +159,9 @@ class Dispatcher:
             base_delay=retry_base_delay,
             max_delay=retry_max_delay,
             on_retry=lambda step, _exc: self.metrics.retries.labels(step).inc(),
+            upload_client=upload_client,
         )
+        self.upload_client = upload_client
         self.queue: asyncio.Queue[tuple[int, Window]] = asyncio.Queue(maxsize=queue_size)
         self.assigned: set[TP] = set()
         self.ready = asyncio.Event()
@@ -392,7 +395,8 @@ class Dispatcher:
     async def dispatch(self, window: Window, generation: int | None = None) -> str | None:
         """Submit one window exactly once; returns the batch id (None if abandoned)."""
         started = time.monotonic()
-        dispatch_id = dispatch_id_for(window.positions, window.custom_ids)
+        coverage = coverage_of(window.positions)
+        dispatch_id = dispatch_id_for(coverage)
         bound = log.bind(dispatch_id=dispatch_id)
         entry = self.ledger.state.entries.get(dispatch_id)
         if entry is None or entry.state == "abandoned":
@@ -406,7 +410,7 @@ class Dispatcher:
                 input_bytes=window.nbytes,
                 window_opened_at=window.opened_at_unix,
                 attempts=dict(window.attempts),
-                coverage=coverage_of(window.positions),
+                coverage=coverage,
                 planned_at=now,
                 updated_at=now,
                 worker=f"{os.uname().nodename}:{os.getpid()}",

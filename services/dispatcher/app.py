@@ -32,7 +32,7 @@ from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
 from shared.kafka import ensure_topics, faust_broker_config, make_producer
 from shared.logs import get_logger
-from shared.openai_client import make_openai
+from shared.openai_client import make_openai, make_openai_sync
 from shared.settings import Settings, load_settings
 
 log = get_logger(__name__)
@@ -95,6 +95,7 @@ class Runtime:
                     producer=producer,
                     ledger=ledger,
                     client=make_openai(self.settings),
+                    upload_client=make_openai_sync(self.settings),
                     commit=self.commit,
                     metrics=self.metrics,
                 )
@@ -117,6 +118,8 @@ class Runtime:
             await self.dispatcher.producer.stop()
             await self.dispatcher.ledger.stop()
             await self.dispatcher.client.close()
+            if self.dispatcher.upload_client is not None:
+                self.dispatcher.upload_client.close()
 
 
 def _read_committed_consumers() -> None:

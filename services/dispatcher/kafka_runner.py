@@ -32,7 +32,7 @@ from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
 from shared.kafka import ensure_topics, make_consumer, make_producer
 from shared.logs import get_logger
-from shared.openai_client import make_openai
+from shared.openai_client import make_openai, make_openai_sync
 from shared.ops_http import ops_app, serve_in_background
 from shared.settings import Settings
 
@@ -83,8 +83,15 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         return True
 
     client = make_openai(settings)
+    upload_client = make_openai_sync(settings)
     dispatcher = Dispatcher(
-        settings, producer=producer, ledger=ledger, client=client, commit=commit, metrics=metrics
+        settings,
+        producer=producer,
+        ledger=ledger,
+        client=client,
+        upload_client=upload_client,
+        commit=commit,
+        metrics=metrics,
     )
 
     async def ready() -> bool:
@@ -125,6 +132,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await ledger.stop()
         await producer.stop()
         await client.close()
+        upload_client.close()
         server.should_exit = True
         await server_task
         log.info("dispatcher.stopped")
