@@ -15,8 +15,8 @@ with the emulator in its own process (``batchpipe openai-emulator``):
    ledger topic).
    Its peak RSS (VmHWM) and its RSS once started (before any request) are reported;
 4. memory of one cut: in this process, ``tracemalloc`` peak while 50,000 raw ~1 KB values
-   are validated, windowed, cut, written as JSONL, uploaded and created against the emulator,
-   relative to the window's JSONL size (target < 3x).
+   are made (a fetch at a time), validated, windowed, cut, written as JSONL, uploaded and
+   created against the emulator, relative to the window's JSONL size (target < 3x).
 
 Prints each engine's requests/s, raw requests/s, the ratios (target >= 50%) and the memory
 figures.
@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,15 @@ from shared.settings import Settings, settings_env  # noqa: E402
 
 BIN = Path(sys.executable).parent
 WINDOW = 50_000
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int, field: str) -> int:
@@ -121,8 +131,8 @@ async def produce_all(settings: Settings, n: int) -> None:
         await producer.stop()
 
 
-async def raw_consumer(settings: Settings, n: int) -> float:
-    """Seconds for a plain aiokafka consumer to read all ``n`` messages."""
+async def raw_consumer(settings: Settings, n: int) -> tuple[float, float]:
+    """Seconds for a plain aiokafka consumer to read all ``n`` messages, and its CPU seconds."""
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
@@ -135,10 +145,11 @@ async def raw_consumer(settings: Settings, n: int) -> float:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             if started is None and batch:
                 started = time.perf_counter()
+                cpu = time.process_time()
             for records in batch.values():
                 got += len(records)
         assert started is not None
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
     finally:
         await consumer.stop()
 
@@ -147,19 +158,26 @@ def log_time(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
-async def dispatcher_run(settings: Settings, n: int, work: Path) -> dict[str, Any]:
+async def dispatcher_run(
+    settings: Settings, n: int, work: Path, emulator_pid: int
+) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings_env(settings), "BATCHPIPE_LOG_FORMAT": "json"}
     log_path = work / "dispatcher.log"
+    # BENCH_DISPATCHER_WRAP: a command prefix for the worker, e.g. a profiler
+    # ("py-spy record -r 200 -f raw -o /tmp/dispatcher.txt --")
+    wrap = os.environ.get("BENCH_DISPATCHER_WRAP", "").split()
     proc = subprocess.Popen(
-        [str(BIN / "batchpipe"), "dispatcher"],
+        [*wrap, str(BIN / "batchpipe"), "dispatcher"],
         env=env,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     batches = make_consumer(settings, settings.batches_topic, group_id=None)
     await batches.start()
     peak = 0
+    cpu_ready = (0.0, 0.0)
     idle_rss = 0
     try:
         total = nbatches = 0
@@ -179,12 +197,16 @@ async def dispatcher_run(settings: Settings, n: int, work: Path) -> dict[str, An
                 nbatches += len(records)
             if not idle_rss and "dispatcher.assigned" in log_path.read_text(errors="replace"):
                 idle_rss = rss_kib(proc.pid, "VmRSS")
+                cpu_ready = cpu_seconds(proc.pid), cpu_seconds(emulator_pid)
             peak = max(peak, rss_kib(proc.pid, "VmHWM"))
         done_at = time.time()  # the record completing N requests is visible in ``batches``
+        cpu_done = cpu_seconds(proc.pid), cpu_seconds(emulator_pid)
         peak = max(peak, rss_kib(proc.pid, "VmHWM"))
     finally:
         await batches.stop()
-        proc.terminate()
+        # SIGINT to the wrapper and the worker (py-spy writes its profile on SIGINT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT if wrap else signal.SIGTERM)
         proc.wait(30)
     # (Faust's terminal escapes may prefix a line)
     lines = [orjson.loads(x[x.index("{") :]) for x in log_path.read_text().splitlines() if "{" in x]
@@ -195,28 +217,37 @@ async def dispatcher_run(settings: Settings, n: int, work: Path) -> dict[str, An
         "batches": nbatches,
         "peak_rss_mib": round(peak / 1024, 1),
         "rss_when_ready_mib": round(idle_rss / 1024, 1),
+        # CPU from "ready" (polled, so a little late) to done: the worker, the emulator
+        "cpu_seconds": round(cpu_done[0] - cpu_ready[0], 2),
+        "emulator_cpu_seconds": round(cpu_done[1] - cpu_ready[1], 2),
     }
 
 
 async def one_cut_memory(base_url: str, work: Path) -> dict[str, Any]:
-    """tracemalloc peak of validating, windowing, cutting, writing, uploading one window."""
-    values = [request_value(i) for i in range(WINDOW)]  # the consumed messages (not counted)
+    """tracemalloc peak of validating, windowing, cutting, writing, uploading one window.
+
+    The consumed values are made inside the traced region, a fetch (5,000) at a time, as
+    exact-size bytes like aiokafka's, and dropped once handled: the window keeps the values
+    it needs (it does not copy them), so they count."""
     client = AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=2)
     gc.collect()
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     windows = Windows(max_requests=WINDOW, max_bytes=190_000_000, max_wait=3600)
     cut = []
-    for offset, value in enumerate(values):
-        result = classify(value, 190_000_000)
-        assert isinstance(result, Valid)
-        cut += windows.add(
-            endpoint=result.endpoint,
-            model=result.model,
-            custom_id=result.custom_id,
-            line=result.line,
-            position=("requests", 0, offset),
-        ).cut
+    for start in range(0, WINDOW, 5000):
+        fetched = [bytes(memoryview(request_value(i))) for i in range(start, start + 5000)]
+        for offset, value in enumerate(fetched, start):
+            result = classify(value, 190_000_000)
+            assert isinstance(result, Valid)
+            cut += windows.add(
+                endpoint=result.endpoint,
+                model=result.model,
+                custom_id=result.custom_id,
+                line=result.line,
+                position=("requests", 0, offset),
+            ).cut
+        del fetched
     (window,) = cut
     size = window.nbytes
     path = await asyncio.to_thread(write_jsonl, window.lines, work)
@@ -241,6 +272,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
     emulator_port = free_port()
     emulator = subprocess.Popen(
         [
+            *(["nice", "-n", str(args.emulator_nice)] if args.emulator_nice else []),
             str(BIN / "batchpipe"),
             "openai-emulator",
             "--port",
@@ -275,7 +307,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         )
         await ensure_topics(settings)
         await produce_all(settings, args.requests)
-        raw_seconds = await raw_consumer(settings, args.requests)
+        raw_seconds, raw_cpu = await raw_consumer(settings, args.requests)
         engines: dict[str, Any] = {}
         for engine in args.engines.split(","):
             engine_settings = settings.model_copy(
@@ -289,7 +321,9 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
                 }
             )
             await ensure_topics(engine_settings)
-            engines[engine] = await dispatcher_run(engine_settings, args.requests, work / engine)
+            engines[engine] = await dispatcher_run(
+                engine_settings, args.requests, work / engine, emulator.pid
+            )
         memory = await one_cut_memory(base_url, work)
     finally:
         emulator.terminate()
@@ -303,6 +337,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         "request_bytes": len(request_value(0)),
         "partitions": args.partitions,
         "raw_consumer_rps": round(raw_rate),
+        "raw_consumer_cpu_seconds": round(raw_cpu, 2),
         "engines": engines,
         "one_cut_memory": memory,
     }
@@ -313,6 +348,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--wait", type=float, default=2.0, help="BATCH_MAX_WAIT_SECONDS")
+    parser.add_argument(
+        "--emulator-nice",
+        type=int,
+        default=10,
+        help="CPU niceness of the emulator (it stands for OpenAI's servers; 0 to share the CPU "
+        "equally with the worker)",
+    )
     parser.add_argument("--engines", default="faust,aiokafka", help="dispatcher engines to run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as tmp:
