@@ -166,6 +166,20 @@ class Settings(BaseSettings):
         description="Kafka session timeout of a dispatcher worker: how soon a dead worker's "
         "partitions move to the others.",
     )
+    dispatcher_max_enqueued_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Per-model cap on the tokens (estimated: JSONL bytes / 4) in batchpipe's "
+        "batches that have not ended: a window waits for room instead of failing with "
+        "token_limit_exceeded, and windows are cut at this size. Unset: no cap. Set it to your "
+        "organization's batch queue limit for the model.",
+    )
+    dispatcher_token_check_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="How often a window waiting for the token budget checks OpenAI again.",
+    )
 
     # --- OpenAI (the SDK's own variables) -----------------------------------------------
     openai_api_key: SecretStr | None = Field(

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import openai
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from openai import AsyncOpenAI, OpenAI
@@ -57,6 +58,14 @@ from services.dispatcher.ledger import (
 from services.dispatcher.metrics import Metrics
 from services.dispatcher.offsets import OffsetTracker
 from services.dispatcher.submit import Aborted, Submitter
+from services.dispatcher.token_budget import (
+    MODEL_KEY,
+    TOKENS_KEY,
+    enqueued_tokens,
+    estimate_tokens,
+    max_window_bytes,
+    model_tag,
+)
 from services.dispatcher.window import TP, Window, Windows
 from shared.contracts import BatchRecord, attempt_from_headers, encode, key_bytes
 from shared.logs import get_logger
@@ -147,9 +156,12 @@ class Dispatcher:
         self.client = client
         self._commit = commit
         self.metrics = metrics or Metrics()
+        max_bytes = settings.batch_max_bytes
+        if settings.dispatcher_max_enqueued_tokens is not None:  # one window always fits
+            max_bytes = min(max_bytes, max_window_bytes(settings.dispatcher_max_enqueued_tokens))
         self.windows = Windows(
             max_requests=settings.batch_max_requests,
-            max_bytes=settings.batch_max_bytes,
+            max_bytes=max_bytes,
             max_wait=settings.batch_max_wait_seconds,
             clock=clock,
         )
@@ -203,7 +215,7 @@ class Dispatcher:
             self.metrics.skipped.inc()
             self.offsets.done(tp, msg.offset)
             return
-        result = classify(msg.value, self.settings.batch_max_bytes)
+        result = classify(msg.value, self.windows.max_bytes)
         if isinstance(result, Invalid):
             await self._dead_letter(msg, result)
             if generation == self._generation:
@@ -241,7 +253,7 @@ class Dispatcher:
     async def _handle_many(self, msgs: Sequence[Record], is_stale: Callable[[], bool]) -> None:
         n = len(msgs)
         i = 0
-        max_bytes = self.settings.batch_max_bytes
+        max_bytes = self.windows.max_bytes
         skipped = duplicates = 0
         try:
             while i < n:
@@ -432,6 +444,10 @@ class Dispatcher:
                 path = await write_jsonl_async(window.lines, self._tmp, prefix="batchpipe-")
                 self._files[dispatch_id] = path
                 window.release_lines()
+            if not await self._wait_for_token_budget(entry):
+                await self._abandon(entry)
+                self._forget_file(dispatch_id)
+                return None
             try:
                 file_id = await self.submitter.upload(path, abort=self._is_aborting)
             except Aborted:
@@ -459,8 +475,9 @@ class Dispatcher:
                     endpoint=entry.endpoint,
                     metadata={
                         METADATA_KEY: dispatch_id,
-                        "batchpipe_model": entry.model[:512],
+                        MODEL_KEY: model_tag(entry.model),
                         "batchpipe_requests": str(entry.request_count),
+                        TOKENS_KEY: str(estimate_tokens(entry.input_bytes)),
                     },
                     lookup=lookup,
                     abort=self._is_aborting,
@@ -496,6 +513,52 @@ class Dispatcher:
             self.offsets.done_many(window.positions)
         await self.commit_now()
         return entry.batch_id
+
+    async def _wait_for_token_budget(self, entry: LedgerEntry) -> bool:
+        """With ``DISPATCHER_MAX_ENQUEUED_TOKENS``: wait until this window's estimated tokens
+        fit next to the model's batches that have not ended (``token_budget.py``). False if
+        the dispatch is aborted (revocation) meanwhile."""
+        budget = self.settings.dispatcher_max_enqueued_tokens
+        if budget is None:
+            return True
+        needed = estimate_tokens(entry.input_bytes)
+        waiting = False
+        attempt = 0
+        try:
+            while not self._aborting:
+                try:
+                    enqueued = await enqueued_tokens(self.client, entry.model)
+                except (openai.APIError, OSError) as exc:
+                    log.warning("dispatch.token_budget_check_failed", error=repr(exc))
+                    await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                    attempt += 1
+                    continue
+                if enqueued + needed <= budget:
+                    if waiting:
+                        log.info(
+                            "dispatch.token_budget_free",
+                            dispatch_id=entry.dispatch_id,
+                            enqueued=enqueued,
+                            tokens=needed,
+                        )
+                    return True
+                if not waiting:
+                    waiting = True
+                    self.metrics.token_waits.inc()
+                    self.metrics.token_waiting.set(1)
+                    log.info(
+                        "dispatch.token_budget_wait",
+                        dispatch_id=entry.dispatch_id,
+                        model=entry.model,
+                        enqueued=enqueued,
+                        tokens=needed,
+                        budget=budget,
+                    )
+                await asyncio.sleep(self.settings.dispatcher_token_check_seconds)
+            return False
+        finally:
+            if waiting:
+                self.metrics.token_waiting.set(0)
 
     def _forget_file(self, dispatch_id: str) -> None:
         path = self._files.pop(dispatch_id, None)

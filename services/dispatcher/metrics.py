@@ -71,6 +71,16 @@ class Metrics:
         self.buffered = Gauge(
             "dispatcher_buffered_requests", "Requests in open windows.", registry=r
         )
+        self.token_waits = Counter(
+            "dispatcher_token_budget_waits",
+            "Windows that had to wait for the enqueued-token budget.",
+            registry=r,
+        )
+        self.token_waiting = Gauge(
+            "dispatcher_token_budget_waiting",
+            "1 while a window waits for the enqueued-token budget.",
+            registry=r,
+        )
         self.blocked = Gauge(
             "dispatcher_backpressure",
             "1 while consumption waits for a submission (OpenAI slow or unreachable).",

@@ -48,6 +48,14 @@ def openai_emulator(
         float,
         _opt("Share of batches failing with token_limit_exceeded.", "TOKEN_LIMIT_FAILURE_RATE"),
     ] = 0.0,
+    enqueued_token_limit: Annotated[
+        int | None,
+        _opt(
+            "Per-model cap on enqueued tokens (input bytes / 4); over it a batch fails with "
+            "token_limit_exceeded (default: none).",
+            "ENQUEUED_TOKEN_LIMIT",
+        ),
+    ] = None,
     force_expire: Annotated[
         float, _opt("Share of batches that expire half done (1 = all).", "FORCE_EXPIRE")
     ] = 0.0,
@@ -85,6 +93,7 @@ def openai_emulator(
             line_failure_status=line_failure_status,
             validation_failure_rate=validation_failure_rate,
             token_limit_failure_rate=token_limit_failure_rate,
+            enqueued_token_limit=enqueued_token_limit,
             force_expire=force_expire,
             create_429_rate=create_429_rate,
             upload_429_rate=upload_429_rate,

@@ -23,6 +23,7 @@ FAULT_FIELDS = (
     "line_failure_status",
     "validation_failure_rate",
     "token_limit_failure_rate",
+    "enqueued_token_limit",
     "force_expire",
     "create_429_rate",
     "upload_429_rate",
@@ -54,6 +55,12 @@ class EmulatorConfig(BaseModel):
     line_failure_status: list[int] = Field(default_factory=lambda: [500])
     validation_failure_rate: float = Field(default=0.0, ge=0, le=1)
     token_limit_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    enqueued_token_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="per-model cap on the tokens (input file bytes / 4) of batches in_progress "
+        "or finalizing; a batch over it fails validation with token_limit_exceeded",
+    )
     force_expire: float = Field(
         default=0.0, ge=0, le=1, description="probability a batch expires half done (true = 1)"
     )

@@ -34,11 +34,11 @@ MAX_CANCEL_SECONDS = 5.0
 FORCED_EXPIRY_DONE = 0.5  # a force-expired batch finishes this share of its lines
 
 
-def token_limit_error(model: str | None) -> Json:
+def token_limit_error(model: str | None, limit: int = 2_000_000) -> Json:
     return batch_error(
         "token_limit_exceeded",
         f"Enqueued token limit reached for {model or 'the model'} in organization "
-        "org-emulator. Limit: 2,000,000 enqueued tokens. Please try again once some in_progress "
+        f"org-emulator. Limit: {limit:,} enqueued tokens. Please try again once some in_progress "
         "batches have been completed.",
     )
 
@@ -202,6 +202,20 @@ class Lifecycle:
         if unit(seed, "token_limit", seq) < self.config.token_limit_failure_rate:
             await self._fail(obj, internal, [token_limit_error(result.model)])
             return
+        # enqueued tokens, estimated as OpenAI's rule of thumb (4 bytes per token)
+        internal["enqueued_tokens"] = -(-int(file_obj["bytes"]) // 4)
+        limit = self.config.enqueued_token_limit
+        if limit is not None:
+            enqueued = sum(
+                int(other_internal.get("enqueued_tokens", 0))
+                for other, other_internal in self._active.values()
+                if other["id"] != obj["id"]
+                and other.get("model") == result.model
+                and other["status"] in ("in_progress", "finalizing")
+            )
+            if enqueued + internal["enqueued_tokens"] > limit:
+                await self._fail(obj, internal, [token_limit_error(result.model, limit)])
+                return
         if unit(seed, "validation", seq) < self.config.validation_failure_rate:
             await self._fail(obj, internal, [fault_validation_error()])
             return

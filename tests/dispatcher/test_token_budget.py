@@ -1,0 +1,196 @@
+"""The enqueued-token budget (opt-in): the emulator enforces OpenAI's per-model cap, and a
+dispatcher with a budget waits instead of creating a batch that would fail with
+``token_limit_exceeded``.
+
+The dispatcher side runs the ``Dispatcher`` core with the real SDK against the in-thread
+emulator and in-memory ledger/producer: the budget sits between the cut and the upload, no
+Kafka is involved there."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from openai import AsyncOpenAI, OpenAI
+
+from services.dispatcher.agent import Dispatcher
+from services.dispatcher.jsonl import write_jsonl
+from services.dispatcher.token_budget import (
+    estimate_tokens,
+    max_window_bytes,
+    tokens_of,
+)
+from services.dispatcher.window import Window
+from shared.settings import Settings
+from tests.dispatcher.test_dispatcher_core import FakeLedger, FakeProducer
+
+MODEL = "gpt-4o-mini"
+LINES = 200
+
+
+def window(first_offset: int, count: int = LINES) -> Window:
+    lines = [
+        orjson.dumps(
+            {
+                "custom_id": f"tb-{first_offset + i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": MODEL, "messages": [{"role": "user", "content": "x" * 300}]},
+            }
+        )
+        for i in range(count)
+    ]
+    return Window(
+        endpoint="/v1/chat/completions",
+        model=MODEL,
+        opened_at=time.monotonic(),
+        opened_at_unix=time.time(),
+        lines=lines,
+        positions=[("req", 0, first_offset + i) for i in range(count)],
+        custom_ids={f"tb-{first_offset + i}" for i in range(count)},
+        nbytes=sum(len(line) + 1 for line in lines),
+        cut_reason="count",
+    )
+
+
+WINDOW_TOKENS = estimate_tokens(window(0).nbytes)
+LIMIT = WINDOW_TOKENS * 3 // 2  # one window fits, two do not
+
+
+async def wait_ended(client: AsyncOpenAI, batch_id: str, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = await client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        await asyncio.sleep(0.1)
+    raise TimeoutError(batch_id)
+
+
+async def submit_directly(client: AsyncOpenAI, w: Window, tmp_path: Path) -> str:
+    path = write_jsonl(w.lines, tmp_path)
+    with path.open("rb") as f:
+        uploaded = await client.files.create(file=(path.name, f), purpose="batch")
+    batch = await client.batches.create(
+        input_file_id=uploaded.id, endpoint=w.endpoint, completion_window="24h"
+    )
+    return batch.id
+
+
+def make_dispatcher(emulator: Any, tmp_path: Path, budget: int | None) -> Dispatcher:
+    settings = Settings(
+        requests_topic="req",
+        batches_topic="bat",
+        dispatcher_data_dir=tmp_path,
+        dispatcher_max_enqueued_tokens=budget,
+        dispatcher_token_check_seconds=0.1,
+        openai_base_url=emulator.base_url,
+        openai_api_key=emulator.api_key,  # type: ignore[arg-type]
+    )
+
+    async def commit(offsets: dict[Any, int]) -> bool:
+        return True
+
+    return Dispatcher(
+        settings,
+        producer=FakeProducer(),  # type: ignore[arg-type]
+        ledger=FakeLedger(),  # type: ignore[arg-type]
+        client=AsyncOpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
+        upload_client=OpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
+        commit=commit,
+        retry_base_delay=0.01,
+        retry_max_delay=0.1,
+    )
+
+
+async def test_emulator_fails_a_batch_over_the_enqueued_token_limit(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """Without a budget, the second window of the same model fails like on OpenAI; once the
+    first has ended, the same window passes."""
+    emulator = emulator_factory(processing_seconds=1.5, enqueued_token_limit=LIMIT)
+    client = AsyncOpenAI(api_key=emulator.api_key, base_url=emulator.base_url)
+    first = await submit_directly(client, window(0), tmp_path)
+    second = await submit_directly(client, window(LINES), tmp_path)
+    failed = await wait_ended(client, second)
+    assert failed.status == "failed"
+    assert failed.errors is not None and failed.errors.data is not None
+    assert failed.errors.data[0].code == "token_limit_exceeded"
+    assert (await wait_ended(client, first)).status == "completed"
+    again = await submit_directly(client, window(LINES), tmp_path)
+    assert (await wait_ended(client, again)).status == "completed"
+    await client.close()
+
+
+async def test_dispatcher_waits_for_the_budget_instead_of_failing(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = emulator_factory(processing_seconds=1.5, enqueued_token_limit=LIMIT)
+    d = make_dispatcher(emulator, tmp_path, budget=LIMIT)
+    d.ready.set()
+    first = await d.dispatch(window(0))
+    assert first is not None
+    second = await d.dispatch(window(LINES))  # waits until the first batch has ended
+    assert second is not None
+    client = d.client
+    assert (await client.batches.retrieve(first)).status == "completed"
+    assert (await wait_ended(client, second)).status == "completed"
+    batch = await client.batches.retrieve(second)
+    assert batch.metadata is not None
+    assert batch.metadata["batchpipe_est_tokens"] == str(estimate_tokens(window(LINES).nbytes))
+    waits = d.metrics.registry.get_sample_value("dispatcher_token_budget_waits_total")
+    assert waits == 1
+    assert d.metrics.registry.get_sample_value("dispatcher_token_budget_waiting") == 0
+    assert emulator.stats()["batches_by_status"].get("failed", 0) == 0
+    await client.close()
+
+
+async def test_waiting_for_the_budget_is_abandoned_on_revocation(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = emulator_factory(processing_seconds=30, enqueued_token_limit=LIMIT)
+    d = make_dispatcher(emulator, tmp_path, budget=LIMIT)
+    d.ready.set()
+    assert await d.dispatch(window(0)) is not None
+    waiting = asyncio.create_task(d.dispatch(window(LINES)))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    d._aborting = True  # what on_revoked sets while the in-flight dispatch finishes
+    assert await asyncio.wait_for(waiting, 5) is None
+    ledger: FakeLedger = d.ledger  # type: ignore[assignment]
+    assert ledger.writes[-1].state == "abandoned"
+    batches = [b async for b in d.client.batches.list()]
+    assert len(batches) == 1  # nothing uploaded or created for the abandoned window
+    files = [f async for f in d.client.files.list()]
+    assert len(files) == 1
+    await d.client.close()
+
+
+def test_windows_are_cut_at_the_budget_and_estimates_count_only_live_batches(
+    tmp_path: Path,
+) -> None:
+    s = Settings(dispatcher_max_enqueued_tokens=1000, dispatcher_data_dir=tmp_path)
+    d = Dispatcher(
+        s,
+        producer=FakeProducer(),  # type: ignore[arg-type]
+        ledger=FakeLedger(),  # type: ignore[arg-type]
+        client=SimpleNamespace(),  # type: ignore[arg-type]
+        commit=lambda _: asyncio.sleep(0, True),
+    )
+    assert d.windows.max_bytes == max_window_bytes(1000) == 4000
+    assert estimate_tokens(4000) == 1000 and estimate_tokens(4001) == 1001
+
+    def batch(status: str, model: str = MODEL, tokens: str = "7", ours: bool = True) -> Any:
+        metadata = {"batchpipe_model": model, "batchpipe_est_tokens": tokens} if ours else None
+        return SimpleNamespace(status=status, metadata=metadata)
+
+    assert tokens_of(batch("in_progress"), MODEL) == 7
+    assert tokens_of(batch("validating"), MODEL) == 7
+    assert tokens_of(batch("completed"), MODEL) == 0
+    assert tokens_of(batch("in_progress", model="other"), MODEL) == 0
+    assert tokens_of(batch("in_progress", ours=False), MODEL) == 0
+    assert tokens_of(batch("in_progress", tokens="junk"), MODEL) == 0
