@@ -6,7 +6,9 @@ with the emulator in its own process (``batchpipe openai-emulator``):
 
 1. ``--requests`` request lines of ~1 KB are produced to a fresh requests topic (not timed);
 2. raw: an aiokafka consumer (``make_consumer``, no group, all partitions from the start) reads
-   them all; requests/s = N / (first fetch -> last message);
+   them all; requests/s = N / (first fetch -> last message); then "core only": the same
+   consumer handing each fetched chunk to ``Dispatcher.handle_many`` (validation, windows,
+   offsets; nothing submitted), to show what the per-request work costs next to the fetch;
 3. dispatcher, once per engine (``--engines faust,aiokafka``; each its own group, so both read
    the same N messages): ``batchpipe dispatcher`` as a subprocess (JSON logs,
    BATCH_MAX_REQUESTS=50,000, BATCH_MAX_WAIT_SECONDS=``--wait``); the time is from its log's
@@ -36,6 +38,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,8 +51,10 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import TopicPartition  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
+from services.dispatcher.agent import Dispatcher  # noqa: E402
 from services.dispatcher.dead_letters import Valid, classify  # noqa: E402
 from services.dispatcher.jsonl import write_jsonl  # noqa: E402
+from services.dispatcher.ledger import LedgerState  # noqa: E402
 from services.dispatcher.window import Windows  # noqa: E402
 from shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
 from shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
@@ -131,8 +136,38 @@ async def produce_all(settings: Settings, n: int) -> None:
         await producer.stop()
 
 
-async def raw_consumer(settings: Settings, n: int) -> tuple[float, float]:
-    """Seconds for a plain aiokafka consumer to read all ``n`` messages, and its CPU seconds."""
+class _NoLedger:
+    """The in-memory ledger state only (nothing is dispatched in the core-only run)."""
+
+    def __init__(self) -> None:
+        self.state = LedgerState()
+
+
+async def core_only(settings: Settings, n: int) -> tuple[float, float]:
+    """``raw_consumer`` feeding every fetched chunk to ``Dispatcher.handle_many`` (validate,
+    window, track offsets) in this process, with no submission: what the per-request work
+    costs next to the fetch."""
+
+    async def commit(_: Any) -> bool:
+        return True
+
+    dispatcher = Dispatcher(
+        settings,
+        producer=None,  # type: ignore[arg-type]  # (no dead letters in this input)
+        ledger=_NoLedger(),  # type: ignore[arg-type]
+        client=None,  # type: ignore[arg-type]
+        commit=commit,
+        queue_size=n // WINDOW + 2,
+    )
+    dispatcher.ready.set()
+    return await raw_consumer(settings, n, dispatcher.handle_many)
+
+
+async def raw_consumer(
+    settings: Settings, n: int, handle: Callable[[list[Any]], Awaitable[None]] | None = None
+) -> tuple[float, float]:
+    """Seconds for a plain aiokafka consumer to read all ``n`` messages, and its CPU seconds
+    (``handle``, if given, gets each fetched chunk)."""
     consumer = make_consumer(settings, group_id=None)
     await consumer.start()
     try:
@@ -148,6 +183,8 @@ async def raw_consumer(settings: Settings, n: int) -> tuple[float, float]:
                 cpu = time.process_time()
             for records in batch.values():
                 got += len(records)
+                if handle is not None:
+                    await handle(records)
         assert started is not None
         return time.perf_counter() - started, time.process_time() - cpu
     finally:
@@ -308,6 +345,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         await ensure_topics(settings)
         await produce_all(settings, args.requests)
         raw_seconds, raw_cpu = await raw_consumer(settings, args.requests)
+        core_seconds, core_cpu = await core_only(settings, args.requests)
         engines: dict[str, Any] = {}
         for engine in args.engines.split(","):
             engine_settings = settings.model_copy(
@@ -338,6 +376,10 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         "partitions": args.partitions,
         "raw_consumer_rps": round(raw_rate),
         "raw_consumer_cpu_seconds": round(raw_cpu, 2),
+        # the same consumer + Dispatcher.handle_many, no submission (in this process)
+        "core_only_rps": round(args.requests / core_seconds),
+        "core_only_ratio": round(raw_seconds / core_seconds, 3),
+        "core_only_cpu_seconds": round(core_cpu, 2),
         "engines": engines,
         "one_cut_memory": memory,
     }
@@ -369,6 +411,7 @@ def main() -> None:
     for engine, figures in result["engines"].items():
         ok = "OK" if figures["ratio"] >= 0.5 else "BELOW"
         print(f"dispatcher ({engine}) / raw = {figures['ratio']:.0%} (target >= 50%): {ok}")
+    print(f"core only (validate + window, no submission) / raw = {result['core_only_ratio']:.0%}")
     mem = result["one_cut_memory"]["peak_over_jsonl"]
     print(f"one-cut peak memory = {mem}x the window's JSONL (target < 3x)")
 

@@ -31,6 +31,7 @@ makes the worker ``os._exit(137)`` at that point of its first dispatch. Unset in
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import tempfile
 import time
@@ -75,6 +76,16 @@ log = get_logger(__name__)
 
 
 CommitFn = Callable[[dict[TP, int]], Awaitable[bool]]
+
+
+def freeze_startup_heap() -> None:
+    """Take every object alive after start-up (modules, clients, the app) out of the garbage
+    collector's scans (``gc.freeze``). The consuming loop makes many objects that live a while
+    (fetched records, window positions), which triggers full collections; without this each
+    of them also walks the ~130,000 start-up objects of openai, pydantic and faust. In paired
+    bench runs the worker's CPU per 100,000 requests fell from 1.89 s to 1.54 s
+    (bench/README.md, Dispatcher)."""
+    gc.freeze()
 
 
 def crash_point(settings: Settings, name: str) -> None:
