@@ -249,8 +249,12 @@ async def dispatcher_run(
     lines = [orjson.loads(x[x.index("{") :]) for x in log_path.read_text().splitlines() if "{" in x]
     assigned = [log_time(x) for x in lines if x.get("event") == "dispatcher.assigned"]
     t0 = assigned[-1]
+    planned = [log_time(x) for x in lines if x.get("event") == "dispatch.planned"]
     return {
         "seconds": done_at - t0,
+        # the last window: from its cut (planned) to its batch record read here; this part
+        # follows the last request read and is the same whatever the number of requests
+        "last_window_seconds": round(done_at - planned[-1], 3) if planned else None,
         "batches": nbatches,
         "peak_rss_mib": round(peak / 1024, 1),
         "rss_when_ready_mib": round(idle_rss / 1024, 1),
