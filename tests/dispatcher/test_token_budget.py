@@ -107,6 +107,19 @@ def make_dispatcher(emulator: Any, tmp_path: Path, budget: int | None) -> Dispat
     )
 
 
+async def budgeted_with_one_batch(
+    emulator_factory: Any, tmp_path: Path, processing_seconds: float
+) -> tuple[Any, Dispatcher, str]:
+    """An emulator enforcing ``LIMIT``, a dispatcher with that budget, and the batch of a
+    first window (in progress: a second window does not fit next to it)."""
+    emulator = emulator_factory(processing_seconds=processing_seconds, enqueued_token_limit=LIMIT)
+    d = make_dispatcher(emulator, tmp_path, budget=LIMIT)
+    d.ready.set()
+    first = await d.dispatch(window(0))
+    assert first is not None
+    return emulator, d, first
+
+
 async def test_emulator_fails_a_batch_over_the_enqueued_token_limit(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
@@ -129,11 +142,7 @@ async def test_emulator_fails_a_batch_over_the_enqueued_token_limit(
 async def test_dispatcher_waits_for_the_budget_instead_of_failing(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
-    emulator = emulator_factory(processing_seconds=1.5, enqueued_token_limit=LIMIT)
-    d = make_dispatcher(emulator, tmp_path, budget=LIMIT)
-    d.ready.set()
-    first = await d.dispatch(window(0))
-    assert first is not None
+    emulator, d, first = await budgeted_with_one_batch(emulator_factory, tmp_path, 1.5)
     second = await d.dispatch(window(LINES))  # waits until the first batch has ended
     assert second is not None
     client = d.client
@@ -152,10 +161,7 @@ async def test_dispatcher_waits_for_the_budget_instead_of_failing(
 async def test_waiting_for_the_budget_is_abandoned_on_revocation(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
-    emulator = emulator_factory(processing_seconds=30, enqueued_token_limit=LIMIT)
-    d = make_dispatcher(emulator, tmp_path, budget=LIMIT)
-    d.ready.set()
-    assert await d.dispatch(window(0)) is not None
+    _emulator, d, _first = await budgeted_with_one_batch(emulator_factory, tmp_path, 30)
     waiting = asyncio.create_task(d.dispatch(window(LINES)))
     await asyncio.sleep(0.5)
     assert not waiting.done()
