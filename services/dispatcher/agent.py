@@ -184,7 +184,6 @@ class Dispatcher:
             on_retry=lambda step, _exc: self.metrics.retries.labels(step).inc(),
             upload_client=upload_client,
         )
-        self.upload_client = upload_client
         self.queue: asyncio.Queue[tuple[int, Window]] = asyncio.Queue(maxsize=queue_size)
         self.assigned: set[TP] = set()
         self.ready = asyncio.Event()

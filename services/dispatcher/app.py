@@ -119,8 +119,8 @@ class Runtime:
             await self.dispatcher.producer.stop()
             await self.dispatcher.ledger.stop()
             await self.dispatcher.client.close()
-            if self.dispatcher.upload_client is not None:
-                self.dispatcher.upload_client.close()
+            if self.dispatcher.submitter.upload_client is not None:
+                self.dispatcher.submitter.upload_client.close()
 
 
 def _read_committed_consumers() -> None:

@@ -4,9 +4,8 @@
 JSONL line, without the newline, plus endpoint, model and custom_id) or an ``Invalid`` reason.
 The line is the consumed value itself (not copied) when it already is a complete batch line on
 one line (what ingest publishes), else the request re-encoded with orjson (``method`` added,
-newlines removed). It
-applies the rules of ``shared.contracts.RequestLine`` (the one schema), with a fast path for
-well-formed lines and the pydantic model as the authority for the rest:
+newlines removed). It applies the rules of ``shared.contracts.RequestLine`` (the one schema),
+with a fast path for well-formed lines and the pydantic model as the authority for the rest:
 
 =================  ==========================================================
 reason             meaning
@@ -16,7 +15,7 @@ reason             meaning
 ``url_not_allowed`` ``url`` is not one of the Batch API endpoints
 ``stream``         ``body.stream`` is true
 ``no_model``       ``body.model`` is missing or empty
-``oversize``       the line alone is larger than ``BATCH_MAX_BYTES``
+``oversize``       the line alone is larger than a whole batch may be
 =================  ==========================================================
 
 ``dead_letter(...)`` builds the ``dead-letters`` message with ``DeadLetter.of`` (the raw value
@@ -123,7 +122,11 @@ def classify_fast(value: bytes | None, max_line_bytes: int) -> ValidTuple | Inva
 
 
 def _oversize(size: int, max_line_bytes: int) -> Invalid:
-    return Invalid("oversize", f"line of {size} bytes > BATCH_MAX_BYTES={max_line_bytes}")
+    return Invalid(
+        "oversize",
+        f"line of {size} bytes > the batch limit of {max_line_bytes} bytes "
+        "(BATCHPIPE_BATCH_MAX_BYTES, or the enqueued-token budget)",
+    )
 
 
 def _slow_check(parsed: dict[str, Any]) -> Invalid | None:

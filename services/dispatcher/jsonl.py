@@ -3,8 +3,8 @@
 The lines are already the exact bytes of each request (``dead_letters.classify`` chose them),
 without their newline, so writing is a plain streamed copy in chunks, each line followed by
 ``\\n``; afterwards the window releases its lines, so the requests are never held twice in
-memory (lines + file contents). ``write_jsonl_async`` runs the
-file I/O in a thread to keep the event loop free.
+memory (lines + file contents). ``write_jsonl_async`` runs the file I/O in a thread to keep the
+event loop free.
 """
 
 from __future__ import annotations

@@ -68,7 +68,9 @@ def test_complete_one_line_value_is_kept_byte_for_byte() -> None:
         assert b"\n" not in again.line and b"\r" not in again.line
         assert orjson.loads(again.line) == orjson.loads(raw)
     assert classify(raw, len(raw)) == Invalid(
-        "oversize", f"line of {len(raw) + 1} bytes > BATCH_MAX_BYTES={len(raw)}"
+        "oversize",
+        f"line of {len(raw) + 1} bytes > the batch limit of {len(raw)} bytes "
+        "(BATCHPIPE_BATCH_MAX_BYTES, or the enqueued-token budget)",
     )
 
 
