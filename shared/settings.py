@@ -166,6 +166,13 @@ class Settings(BaseSettings):
         description="Kafka session timeout of a dispatcher worker: how soon a dead worker's "
         "partitions move to the others.",
     )
+    dispatcher_max_in_flight: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Windows a dispatcher worker submits at once (upload + create each). More "
+        "helps when uploads are slow (large files, far from OpenAI); each holds a temp file.",
+    )
     dispatcher_max_enqueued_tokens: int | None = Field(
         None,
         ge=1,

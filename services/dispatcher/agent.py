@@ -17,10 +17,12 @@ Acks and commits (the rules that make it lose nothing):
 - Nothing raises out of ``handle()``: input errors become dead letters, Kafka and OpenAI errors
   are retried in place (the agent then simply waits: backpressure). A bug that escapes anyway
   ends the process (exit 70) instead of leaving a worker that consumes nothing.
-- One window is submitted at a time from a small queue; while it waits, ``handle()`` waits on
-  the full queue, so consumption stops (bounded memory) and resumes by itself.
+- Up to ``DISPATCHER_MAX_IN_FLIGHT`` windows are submitted at once, taken from a small queue;
+  while every slot is busy, ``handle()`` waits on the full queue, so consumption stops
+  (bounded memory) and resumes by itself. Dispatches finish in any order; commits are
+  serialized so the committed offsets only move forward.
 - On revocation every open and queued window is dropped (the next owner re-reads them from the
-  committed offset), the in-flight dispatch finishes (or is abandoned if ``create`` was not
+  committed offset), every in-flight dispatch finishes (or is abandoned if ``create`` was not
   attempted yet), and the watermark is committed once more.
 
 Fault injection (TEST ONLY): ``BATCHPIPE_DISPATCHER_CRASH_AT`` (``Settings.dispatcher_crash_at``)
@@ -189,8 +191,16 @@ class Dispatcher:
         self.ready = asyncio.Event()
         self._generation = 0
         self._aborting = False
-        self._idle = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no dispatch is in flight
         self._idle.set()
+        self._in_flight = 0
+        self._dispatches: set[asyncio.Task[None]] = set()
+        self._commit_lock = asyncio.Lock()
+        self._budget_lock = asyncio.Lock()
+        # windows past the budget check whose batch is not created yet (not in the listing):
+        # dispatch id -> (model, tokens), and their sum per model
+        self._budget_held: dict[str, tuple[str, int]] = {}
+        self._budget_pending: dict[str, int] = {}
         self._tmp = Path(settings.dispatcher_data_dir or tempfile.gettempdir())
         self._retry_base = retry_base_delay
         self._files: dict[str, Path] = {}
@@ -391,15 +401,41 @@ class Dispatcher:
     # --- submitting ---------------------------------------------------------------------
 
     async def run_submitter(self) -> None:
-        """Background task: submit queued windows one at a time, forever."""
-        while True:
-            generation, window = await self.queue.get()
-            if generation != self._generation:
-                continue  # its partitions were revoked; the next owner reads them again
-            self._idle.clear()
-            try:
-                await self._dispatch_until_done(window, generation)
-            finally:
+        """Background task, forever: submit queued windows, up to
+        ``DISPATCHER_MAX_IN_FLIGHT`` at once. A window is taken from the queue only when a
+        slot is free, so while every slot is busy the queue stays full and consumption
+        waits (backpressure)."""
+        slots = asyncio.Semaphore(self.settings.dispatcher_max_in_flight)
+        try:
+            while True:
+                await slots.acquire()
+                try:
+                    generation, window = await self.queue.get()
+                except BaseException:
+                    slots.release()
+                    raise
+                if generation != self._generation:
+                    slots.release()
+                    continue  # its partitions were revoked; the next owner reads them again
+                # (no await from get() to here: on_revoked sees the queue or _in_flight)
+                self._in_flight += 1
+                self.metrics.in_flight.set(self._in_flight)
+                self._idle.clear()
+                task = asyncio.create_task(self._submit_one(window, generation, slots))
+                self._dispatches.add(task)
+                task.add_done_callback(self._dispatches.discard)
+        finally:
+            for task in list(self._dispatches):
+                task.cancel()
+
+    async def _submit_one(self, window: Window, generation: int, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._dispatch_until_done(window, generation)
+        finally:
+            slots.release()
+            self._in_flight -= 1
+            self.metrics.in_flight.set(self._in_flight)
+            if self._in_flight == 0:
                 self._idle.set()
 
     async def _dispatch_until_done(self, window: Window, generation: int) -> None:
@@ -497,6 +533,7 @@ class Dispatcher:
                 self._forget_file(dispatch_id)
                 return None
             entry = entry.with_state("created", batch_id=batch.id)
+            self._release_budget(dispatch_id)
             await self._ledger_write(entry)
             bound.info("dispatch.created", batch_id=batch.id)
             crash_point(self.settings, "after_create")
@@ -526,24 +563,37 @@ class Dispatcher:
 
     async def _wait_for_token_budget(self, entry: LedgerEntry) -> bool:
         """With ``DISPATCHER_MAX_ENQUEUED_TOKENS``: wait until this window's estimated tokens
-        fit next to the model's batches that have not ended (``token_budget.py``). False if
-        the dispatch is aborted (revocation) meanwhile."""
+        fit next to the model's batches that have not ended (``token_budget.py``) and this
+        worker's other windows that passed the check but are not created yet (dispatches run
+        concurrently). False if the dispatch is aborted (revocation) meanwhile."""
         budget = self.settings.dispatcher_max_enqueued_tokens
-        if budget is None:
+        if budget is None or entry.dispatch_id in self._budget_held:
             return True
+        model = entry.model
         needed = estimate_tokens(entry.input_bytes)
+        enqueued: int | None
         waiting = False
         attempt = 0
         try:
             while not self._aborting:
-                try:
-                    enqueued = await enqueued_tokens(self.client, entry.model)
-                except (openai.APIError, OSError) as exc:
-                    log.warning("dispatch.token_budget_check_failed", error=repr(exc))
+                async with self._budget_lock:  # one check at a time: none misses another
+                    # read before the listing: a window created meanwhile is then counted
+                    # twice (safe), never missed
+                    held = self._budget_pending.get(model, 0)
+                    try:
+                        enqueued = held + await enqueued_tokens(self.client, model)
+                    except (openai.APIError, OSError) as exc:
+                        log.warning("dispatch.token_budget_check_failed", error=repr(exc))
+                        enqueued = None
+                    fits = enqueued is not None and enqueued + needed <= budget
+                    if fits:
+                        self._budget_held[entry.dispatch_id] = (model, needed)
+                        self._budget_pending[model] = self._budget_pending.get(model, 0) + needed
+                if enqueued is None:
                     await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
                     attempt += 1
                     continue
-                if enqueued + needed <= budget:
+                if fits:
                     if waiting:
                         log.info(
                             "dispatch.token_budget_free",
@@ -555,7 +605,7 @@ class Dispatcher:
                 if not waiting:
                     waiting = True
                     self.metrics.token_waits.inc()
-                    self.metrics.token_waiting.set(1)
+                    self.metrics.token_waiting.inc()
                     log.info(
                         "dispatch.token_budget_wait",
                         dispatch_id=entry.dispatch_id,
@@ -568,7 +618,14 @@ class Dispatcher:
             return False
         finally:
             if waiting:
-                self.metrics.token_waiting.set(0)
+                self.metrics.token_waiting.dec()
+
+    def _release_budget(self, dispatch_id: str) -> None:
+        """The window's batch now exists (it is in the listing) or never will."""
+        held = self._budget_held.pop(dispatch_id, None)
+        if held is not None:
+            model, tokens = held
+            self._budget_pending[model] -= tokens
 
     def _forget_file(self, dispatch_id: str) -> None:
         path = self._files.pop(dispatch_id, None)
@@ -579,6 +636,7 @@ class Dispatcher:
         return self._aborting
 
     async def _abandon(self, entry: LedgerEntry) -> None:
+        self._release_budget(entry.dispatch_id)
         await self._ledger_write(entry.with_state("abandoned"))
         log.info("dispatch.abandoned", dispatch_id=entry.dispatch_id)
 
@@ -612,17 +670,20 @@ class Dispatcher:
     # --- commits ------------------------------------------------------------------------
 
     async def commit_now(self) -> None:
-        offsets = {tp: o for tp, o in self.offsets.committable().items() if tp in self.assigned}
-        if not offsets:
-            return
-        try:
-            if not await self._commit(offsets):
+        # one at a time (dispatches finish concurrently, and the timer commits too): the
+        # committed offsets only ever move forward
+        async with self._commit_lock:
+            offsets = {tp: o for tp, o in self.offsets.committable().items() if tp in self.assigned}
+            if not offsets:
                 return
-        except Exception as exc:  # a failed commit only means a replay, which the ledger skips
-            log.warning("dispatcher.commit_failed", error=repr(exc))
-            return
-        self.offsets.committed(offsets)
-        await self._prune()
+            try:
+                if not await self._commit(offsets):
+                    return
+            except Exception as exc:  # a failed commit only means a replay (the ledger skips)
+                log.warning("dispatcher.commit_failed", error=repr(exc))
+                return
+            self.offsets.committed(offsets)
+            await self._prune()
 
     async def _prune(self) -> None:
         """Tombstone ledger entries that no replay can reach any more (all their partitions are

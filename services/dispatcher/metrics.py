@@ -78,7 +78,12 @@ class Metrics:
         )
         self.token_waiting = Gauge(
             "dispatcher_token_budget_waiting",
-            "1 while a window waits for the enqueued-token budget.",
+            "Windows waiting for the enqueued-token budget now.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "dispatcher_dispatches_in_flight",
+            "Windows being submitted now (upload, create, publish).",
             registry=r,
         )
         self.blocked = Gauge(

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import orjson
+import pytest
 
 from services.dispatcher.agent import Dispatcher, Incoming
 from services.dispatcher.ledger import LedgerEntry, LedgerState, coverage_of
@@ -89,15 +90,16 @@ class FakeClient:
 
 
 def make(
-    tmp_path: Any, client: FakeClient, ledger: FakeLedger | None = None
+    tmp_path: Any, client: FakeClient, ledger: FakeLedger | None = None, **settings: Any
 ) -> tuple[Dispatcher, FakeLedger, FakeProducer, list[dict[Any, int]]]:
-    settings = Settings(
-        requests_topic="req",
-        batches_topic="bat",
-        batch_max_requests=2,
-        batch_max_wait_seconds=60,
-        dispatcher_data_dir=tmp_path,
-    )
+    values: dict[str, Any] = {
+        "requests_topic": "req",
+        "batches_topic": "bat",
+        "batch_max_requests": 2,
+        "batch_max_wait_seconds": 60,
+        "dispatcher_data_dir": tmp_path,
+    }
+    settings = Settings(**(values | settings))
     ledger = ledger or FakeLedger()
     producer = FakeProducer()
     commits: list[dict[Any, int]] = []
@@ -259,3 +261,77 @@ async def test_handle_many_has_the_outcome_of_handle_one_by_one(tmp_path: Any) -
     assert [len(w[0]) for w in windows] == [3, 2] and windows[0][2] == {"b": 2}
     assert marks == {("req", 0): 0, ("req", 1): 0} and pending == 8
     assert consumed == 8 and duplicates == 1
+
+
+class GatedFiles:
+    """Uploads that wait for a gate, counting how many are in progress at once."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls = self.active = self.most = 0
+
+    async def create(self, **_: Any) -> Any:
+        self.calls += 1
+        self.active += 1
+        self.most = max(self.most, self.active)
+        try:
+            await self.gate.wait()
+        finally:
+            self.active -= 1
+        return SimpleNamespace(id=f"file-{self.calls}")
+
+
+async def feed(d: Dispatcher, count: int) -> None:
+    for offset in range(count):
+        await d.handle(Incoming("req", 0, offset, b"k", line(f"c{offset}")))
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_windows_are_submitted_concurrently_up_to_max_in_flight(
+    tmp_path: Any, in_flight: int
+) -> None:
+    client = FakeClient(fail_uploads=False)
+    files = client.files = GatedFiles()  # type: ignore[assignment]
+    d, _ledger, producer, commits = make(tmp_path, client, dispatcher_max_in_flight=in_flight)
+    await d.on_assigned({("req", 0)})
+    submitter = asyncio.create_task(d.run_submitter())
+    feeding = asyncio.create_task(feed(d, 6))  # 3 windows of 2; blocks while all are busy
+    try:
+        await wait_until(lambda: files.active == in_flight)
+        await asyncio.sleep(0.05)
+        assert files.most == in_flight
+        assert d.metrics.registry.get_sample_value("dispatcher_dispatches_in_flight") == in_flight
+        files.gate.set()
+        await wait_until(lambda: len(producer.sent) == 3)
+        await asyncio.wait_for(feeding, 5)
+    finally:
+        submitter.cancel()
+        feeding.cancel()
+    assert files.most == in_flight and client.batches.created == 3
+    marks = [offsets[("req", 0)] for offsets in commits]
+    assert marks == sorted(marks) and marks[-1] == 6  # forward only, up to the end
+
+
+async def test_revocation_waits_for_every_dispatch_in_flight(tmp_path: Any) -> None:
+    client = FakeClient(fail_uploads=False)
+    files = client.files = GatedFiles()  # type: ignore[assignment]
+    d, ledger, producer, commits = make(tmp_path, client, dispatcher_max_in_flight=2)
+    await d.on_assigned({("req", 0)})
+    submitter = asyncio.create_task(d.run_submitter())
+    try:
+        await feed(d, 4)
+        await wait_until(lambda: files.active == 2)
+        revoking = asyncio.create_task(d.on_revoked({("req", 0)}))
+        await asyncio.sleep(0.05)
+        assert not revoking.done()  # both uploads are still in flight
+        files.gate.set()
+        await asyncio.wait_for(revoking, 5)
+    finally:
+        submitter.cancel()
+    # both uploads finished after the revocation began: neither batch is created
+    states: dict[str, list[str]] = {}
+    for e in ledger.writes:
+        states.setdefault(e.dispatch_id, []).append(e.state)
+    assert list(states.values()) == [["planned", "uploaded", "abandoned"]] * 2
+    assert client.batches.created == 0 and producer.sent == []
+    assert all(offsets.get(("req", 0), 0) == 0 for offsets in commits)

@@ -81,7 +81,9 @@ async def submit_directly(client: AsyncOpenAI, w: Window, tmp_path: Path) -> str
     return batch.id
 
 
-def make_dispatcher(emulator: Any, tmp_path: Path, budget: int | None) -> Dispatcher:
+def make_dispatcher(
+    emulator: Any, tmp_path: Path, budget: int | None, queue_size: int = 1
+) -> Dispatcher:
     settings = Settings(
         requests_topic="req",
         batches_topic="bat",
@@ -102,6 +104,7 @@ def make_dispatcher(emulator: Any, tmp_path: Path, budget: int | None) -> Dispat
         client=AsyncOpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
         upload_client=OpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
         commit=commit,
+        queue_size=queue_size,
         retry_base_delay=0.01,
         retry_max_delay=0.1,
     )
@@ -156,6 +159,39 @@ async def test_dispatcher_waits_for_the_budget_instead_of_failing(
     assert d.metrics.registry.get_sample_value("dispatcher_token_budget_waiting") == 0
     assert emulator.stats()["batches_by_status"].get("failed", 0) == 0
     await client.close()
+
+
+async def test_concurrent_dispatches_share_the_budget(
+    emulator_factory: Any, tmp_path: Path
+) -> None:
+    """Two windows submitted at once (DISPATCHER_MAX_IN_FLIGHT=2) check the budget one after
+    the other: the second counts the first before its batch exists, and waits."""
+    emulator = emulator_factory(processing_seconds=1.5, enqueued_token_limit=LIMIT)
+    d = make_dispatcher(emulator, tmp_path, budget=LIMIT, queue_size=2)
+    assert d.settings.dispatcher_max_in_flight == 2
+    d.ready.set()
+    for first_offset in (0, LINES):
+        d.queue.put_nowait((d.generation, window(first_offset)))
+    submitter = asyncio.create_task(d.run_submitter())
+    try:
+        await wait_until_sent(d, 2, timeout=30)
+    finally:
+        submitter.cancel()
+    batches = [b async for b in d.client.batches.list()]
+    assert len(batches) == 2
+    ended = [await wait_ended(d.client, b.id) for b in batches]
+    assert [b.status for b in ended] == ["completed", "completed"]
+    newest, oldest = ended  # the listing is newest first
+    assert oldest.completed_at is not None and newest.created_at >= oldest.completed_at
+    assert d.metrics.registry.get_sample_value("dispatcher_token_budget_waits_total") == 1
+    await d.client.close()
+
+
+async def wait_until_sent(d: Dispatcher, count: int, timeout: float) -> None:
+    producer: FakeProducer = d.producer  # type: ignore[assignment]
+    async with asyncio.timeout(timeout):
+        while len(producer.sent) < count:
+            await asyncio.sleep(0.05)
 
 
 async def test_waiting_for_the_budget_is_abandoned_on_revocation(
