@@ -167,11 +167,11 @@ class Settings(BaseSettings):
         "partitions move to the others.",
     )
     dispatcher_max_in_flight: int = Field(
-        2,
+        1,
         ge=1,
         le=16,
-        description="Windows a dispatcher worker submits at once (upload + create each). More "
-        "helps when uploads are slow (large files, far from OpenAI); each holds a temp file.",
+        description="Windows a dispatcher worker submits at once (upload + create each). Raise "
+        "it when single uploads are slow (large files, far from OpenAI); each holds a temp file.",
     )
     dispatcher_max_enqueued_tokens: int | None = Field(
         None,

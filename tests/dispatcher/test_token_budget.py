@@ -82,7 +82,7 @@ async def submit_directly(client: AsyncOpenAI, w: Window, tmp_path: Path) -> str
 
 
 def make_dispatcher(
-    emulator: Any, tmp_path: Path, budget: int | None, queue_size: int = 1
+    emulator: Any, tmp_path: Path, budget: int | None, queue_size: int = 1, max_in_flight: int = 1
 ) -> Dispatcher:
     settings = Settings(
         requests_topic="req",
@@ -90,6 +90,7 @@ def make_dispatcher(
         dispatcher_data_dir=tmp_path,
         dispatcher_max_enqueued_tokens=budget,
         dispatcher_token_check_seconds=0.1,
+        dispatcher_max_in_flight=max_in_flight,
         openai_base_url=emulator.base_url,
         openai_api_key=emulator.api_key,  # type: ignore[arg-type]
     )
@@ -167,8 +168,7 @@ async def test_concurrent_dispatches_share_the_budget(
     """Two windows submitted at once (DISPATCHER_MAX_IN_FLIGHT=2) check the budget one after
     the other: the second counts the first before its batch exists, and waits."""
     emulator = emulator_factory(processing_seconds=1.5, enqueued_token_limit=LIMIT)
-    d = make_dispatcher(emulator, tmp_path, budget=LIMIT, queue_size=2)
-    assert d.settings.dispatcher_max_in_flight == 2
+    d = make_dispatcher(emulator, tmp_path, budget=LIMIT, queue_size=2, max_in_flight=2)
     d.ready.set()
     for first_offset in (0, LINES):
         d.queue.put_nowait((d.generation, window(first_offset)))
