@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import TopicPartition  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
+from bench.support import BIN, cpu_seconds, rss_kib, start_emulator, wait_http  # noqa: E402
 from services.dispatcher.agent import Dispatcher  # noqa: E402
 from services.dispatcher.dead_letters import Valid, classify  # noqa: E402
 from services.dispatcher.jsonl import write_jsonl  # noqa: E402
@@ -61,27 +62,7 @@ from shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E4
 from shared.local_kafka import free_port, running_kafka  # noqa: E402
 from shared.settings import Settings, settings_env  # noqa: E402
 
-BIN = Path(sys.executable).parent
 WINDOW = 50_000
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (0 if gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def request_value(i: int, size: int = 1024) -> bytes:
@@ -100,21 +81,6 @@ def request_value(i: int, size: int = 1024) -> bytes:
         0, pad - 30
     )
     return orjson.dumps(line)
-
-
-async def wait_http(url: str, timeout: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
 
 
 async def produce_all(settings: Settings, n: int) -> None:
@@ -310,24 +276,8 @@ async def one_cut_memory(base_url: str, work: Path) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
-    emulator_port = free_port()
-    emulator = subprocess.Popen(
-        [
-            *(["nice", "-n", str(args.emulator_nice)] if args.emulator_nice else []),
-            str(BIN / "batchpipe"),
-            "openai-emulator",
-            "--port",
-            str(emulator_port),
-            "--processing-seconds",
-            "600",
-            "--data-dir",
-            str(work / "emulator"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "emulator.log").open("wb"),
-    )
+    emulator, base_url = start_emulator(work, 600, nice=args.emulator_nice)
     try:
-        base_url = f"http://127.0.0.1:{emulator_port}/v1"
         await wait_http(f"{base_url}/models")
         suffix = uuid.uuid4().hex[:8]
         settings = Settings(

@@ -35,6 +35,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 
+from bench.support import cpu_seconds
+
 CONCURRENCY = 32
 ITEMS_PER_CHUNK = 100
 
@@ -75,12 +77,6 @@ def serve_bare(port: int) -> None:
         return Response(b"{}", media_type="application/json")
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def cpu_during(pid: int, warmup: float, seconds: float) -> float:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from openai import AsyncOpenAI  # noqa: E402
 
+from bench.support import BIN, rss_kib, start_emulator, wait_http  # noqa: E402
 from services.poller.classify import outcome_of  # noqa: E402
 from services.poller.produce import RecordBatcher  # noqa: E402
 from services.poller.results import emissions, openai_line_opener  # noqa: E402
@@ -51,15 +52,6 @@ from shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
 from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer  # noqa: E402
 from shared.local_kafka import free_port, running_kafka  # noqa: E402
 from shared.settings import Settings, settings_env  # noqa: E402
-
-BIN = Path(sys.executable).parent
-
-
-def rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def input_jsonl(lines: int) -> bytes:
@@ -78,37 +70,6 @@ def input_jsonl(lines: int) -> bytes:
         + b"\n"
         for i in range(lines)
     )
-
-
-async def wait_http(url: str, timeout: float = 30.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(url)).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
-
-
-async def wait_ready(url: str, timeout: float = 60.0) -> None:
-    """Until the poller has joined its group and loaded its state (/readyz 200)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
 
 
 async def create_completed_batch(client: AsyncOpenAI, lines: int) -> tuple[BatchRecord, Any]:
@@ -180,25 +141,10 @@ def log_times(path: Path, batch_id: str) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
-    emulator_port = free_port()
-    emulator = subprocess.Popen(
-        [
-            str(BIN / "batchpipe"),
-            "openai-emulator",
-            "--port",
-            str(emulator_port),
-            "--processing-seconds",
-            "1",
-            "--data-dir",
-            str(work / "emulator"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(work / "emulator.log").open("wb"),
-    )
+    emulator, base_url = start_emulator(work, 1)
     poller: subprocess.Popen[bytes] | None = None
     try:
-        base = f"http://127.0.0.1:{emulator_port}"
-        await wait_http(f"{base}/v1/models")
+        await wait_http(f"{base_url}/models")
         run_id = uuid.uuid4().hex[:8]
         settings = Settings(
             kafka_bootstrap_servers=bootstrap,
@@ -211,14 +157,14 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
             poll_interval_seconds=args.poll_interval,
             poller_txn_max_messages=args.chunk,
             poller_http_port=free_port(),
-            openai_base_url=f"{base}/v1",
+            openai_base_url=base_url,
             openai_api_key="sk-bench",
             log_format="json",
         )
         raw_topic = f"bench-raw-results-{run_id}"
         await ensure_topics(settings)
         await ensure_topics(settings, [TopicSpec(raw_topic, 6, 1)])
-        client = AsyncOpenAI(base_url=f"{base}/v1", api_key="sk-bench")
+        client = AsyncOpenAI(base_url=base_url, api_key="sk-bench")
 
         # The poller, as a process, followed over several rounds.
         log = work / "poller.log"
@@ -229,7 +175,12 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        await wait_ready(f"http://127.0.0.1:{settings.poller_http_port}/readyz")
+        # until the poller has joined its group and loaded its state
+        await wait_http(
+            f"http://127.0.0.1:{settings.poller_http_port}/readyz",
+            timeout=60,
+            ok=lambda status: status == 200,
+        )
         rss_before = rss_kib(poller.pid, "VmRSS")
         consumer = make_consumer(settings, settings.results_topic, group_id=None)
         await consumer.start()
