@@ -388,15 +388,30 @@ class Dispatcher:
         )
 
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        await self._until_kafka_accepts(
+            lambda: self.producer.send_and_wait(topic, value, key=key),
+            "kafka.send_retry",
+            topic=topic,
+        )
+
+    async def _until_kafka_accepts(
+        self, call: Callable[[], Awaitable[object]], event: str, **fields: Any
+    ) -> None:
+        """Await ``call`` again (with backoff) until Kafka takes it: the worker waits rather
+        than lose or skip a write."""
         attempt = 0
         while True:
             try:
-                await self.producer.send_and_wait(topic, value, key=key)
+                await call()
                 return
             except KafkaError as exc:
-                log.warning("kafka.send_retry", topic=topic, attempt=attempt, error=repr(exc))
-                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                log.warning(event, attempt=attempt, error=repr(exc), **fields)
+                await self._backoff(attempt)
                 attempt += 1
+
+    async def _backoff(self, attempt: int) -> None:
+        """Sleep before retry number ``attempt + 1`` (exponential, capped)."""
+        await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -447,7 +462,7 @@ class Dispatcher:
             except Exception:
                 # Unexpected: the ledger makes a retry resume where it stopped.
                 log.exception("dispatch.unexpected_error", attempt=attempt)
-                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                await self._backoff(attempt)
                 attempt += 1
 
     async def dispatch(self, window: Window, generation: int | None = None) -> str | None:
@@ -590,7 +605,7 @@ class Dispatcher:
                         self._budget_held[entry.dispatch_id] = (model, needed)
                         self._budget_pending[model] = self._budget_pending.get(model, 0) + needed
                 if enqueued is None:
-                    await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                    await self._backoff(attempt)
                     attempt += 1
                     continue
                 if fits:
@@ -641,15 +656,7 @@ class Dispatcher:
         log.info("dispatch.abandoned", dispatch_id=entry.dispatch_id)
 
     async def _ledger_write(self, entry: LedgerEntry) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self.ledger.write(entry)
-                return
-            except KafkaError as exc:
-                log.warning("ledger.write_retry", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
-                attempt += 1
+        await self._until_kafka_accepts(lambda: self.ledger.write(entry), "ledger.write_retry")
 
     async def _publish(self, entry: LedgerEntry, *, submitted_at: int) -> None:
         assert entry.batch_id is not None and entry.file_id is not None
@@ -733,7 +740,7 @@ class Dispatcher:
                 break
             except Exception as exc:
                 log.warning("ledger.reconcile_retry", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(min(self._retry_max, self._retry_base * 2**attempt))
+                await self._backoff(attempt)
                 attempt += 1
         self.ready.set()
         log.info("dispatcher.assigned", partitions=sorted(self.assigned))
