@@ -7,6 +7,7 @@ the lifecycle scheduler moves batches along in the background. Every error uses 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import tempfile
 import time
@@ -19,7 +20,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.openai_emulator.config import MAX_FILE_BYTES, EmulatorConfig
@@ -43,6 +43,7 @@ from services.openai_emulator.objects import (
     present_batch,
 )
 from services.openai_emulator.store import Store
+from services.openai_emulator.uploads import FormError, read_upload_form
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -179,32 +180,36 @@ def v1_router() -> APIRouter:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_FILE_BYTES + (1 << 20):
             raise bad_request("File is too large.")
-        form = await request.form(max_files=1, max_fields=16)
+        storage = emulator.storage
         try:
-            upload = form.get("file")
-            purpose = form.get("purpose")
-            if not isinstance(upload, UploadFile):
+            form = await read_upload_form(request, storage.tmp_path(), MAX_FILE_BYTES)
+        except FormError as exc:
+            raise bad_request(str(exc)) from None
+        try:
+            purpose = form.fields.get("purpose")
+            if form.tmp is None or form.file_field != "file":
                 raise missing("file")
-            if not isinstance(purpose, str) or not purpose:
+            if not purpose:
                 raise missing("purpose")
             if purpose not in FILE_PURPOSES:
                 raise bad_request(
                     f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'", "purpose"
                 )
-            filename = upload.filename or "upload"
-            size = upload.size or 0
+            filename = form.filename or "upload"
+            size = form.size
             if purpose == "batch":
                 if not filename.endswith(".jsonl"):
                     raise bad_request("Invalid file format for Batch API. Must be .jsonl", "file")
                 if size > emulator.config.max_batch_file_bytes:
                     raise bad_request("File is too large.")  # OpenAI's words, no param
-            if size > MAX_FILE_BYTES:
-                raise bad_request("File is too large.")
-            ttl = _file_ttl(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
+            ttl = _file_ttl(
+                form.fields.get("expires_after[anchor]"), form.fields.get("expires_after[seconds]")
+            )
             file_id = new_file_id()
-            size = await emulator.storage.save_stream(upload.file, file_id)
+            storage.commit(form.tmp, file_id)
         finally:
-            await form.close()
+            if form.tmp is not None and form.tmp.exists():  # not committed: an error
+                await asyncio.to_thread(form.tmp.unlink, True)
         now = int(time.time())
         obj = file_object(file_id, size, filename, purpose, now, now + ttl if ttl else None)
         await emulator.store.insert_file(obj)

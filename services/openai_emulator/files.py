@@ -1,18 +1,14 @@
 """File bytes on disk: ``<data_dir>/files/<file-id>``; uploads and outputs are written to
 ``<data_dir>/tmp`` first and moved into place, so a crash never leaves a half file under an id.
 A running batch's input is hard-linked under ``<data_dir>/batch-inputs`` until it ends.
-Copies run in a worker thread in 1 MiB chunks; nothing is read whole into memory."""
+Writes run in worker threads; nothing is read whole into memory."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import uuid
 from pathlib import Path
-from typing import IO
-
-CHUNK = 1 << 20
 
 
 def new_file_id() -> str:
@@ -53,20 +49,6 @@ class FileStorage:
 
     def commit(self, tmp: Path, file_id: str) -> None:
         os.replace(tmp, self.path(file_id))
-
-    async def save_stream(self, source: IO[bytes], file_id: str) -> int:
-        """Copy an uploaded (spooled) file into place; returns its size in bytes."""
-
-        def copy() -> int:
-            tmp = self.tmp_path()
-            source.seek(0)
-            with tmp.open("wb") as target:
-                shutil.copyfileobj(source, target, CHUNK)
-                size = target.tell()
-            self.commit(tmp, file_id)
-            return size
-
-        return await asyncio.to_thread(copy)
 
     async def delete(self, file_id: str) -> None:
         await asyncio.to_thread(self.path(file_id).unlink, True)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -203,3 +204,63 @@ def test_input_file_must_have_purpose_batch(emulator: RunningEmulator) -> None:
     )
     with pytest.raises(openai.BadRequestError):
         create(c, other.id)
+
+
+def test_upload_streams_the_exact_bytes_to_storage(shared_emulator: RunningEmulator) -> None:
+    """A multi-MiB upload (several 1 MiB writes, a part boundary split across network reads)
+    comes back byte for byte, and nothing is left in the emulator's tmp directory."""
+    c = client(shared_emulator)
+    body = b"".join(
+        json.dumps(chat_line(f"r{i}", "\u00e9" * (i % 700)), ensure_ascii=False).encode() + b"\n"
+        for i in range(4000)
+    )
+    assert len(body) > 3 * (1 << 20)
+    created = c.files.create(file=("big.jsonl", io.BytesIO(body)), purpose="batch")
+    assert created.bytes == len(body)
+    assert c.files.content(created.id).read() == body
+    assert not list((shared_emulator.data_dir / "tmp").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        ("multipart/form-data", b"x", "Missing boundary in multipart."),
+        ("multipart/form-data; boundary=b", b"--b\r\nbroken", "Invalid multipart data."),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; filename="a.jsonl"\r\n\r\nx\r\n--b--\r\n',
+            'The Content-Disposition header field "name" must be provided.',
+        ),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\nx\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="b.jsonl"\r\n\r\ny\r\n'
+            b"--b--\r\n",
+            "Too many files. Maximum number of files is 1.",
+        ),
+    ],
+)
+def test_malformed_upload_bodies_are_400s_and_leave_no_file(
+    shared_emulator: RunningEmulator, content_type: str, body: bytes, message: str
+) -> None:
+    response = httpx.post(
+        f"{shared_emulator.base_url}/files",
+        content=body,
+        headers={"content-type": content_type, "authorization": "Bearer sk-x"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == message
+    assert not list((shared_emulator.data_dir / "tmp").iterdir())
+
+
+def test_an_upload_missing_a_field_leaves_no_file(shared_emulator: RunningEmulator) -> None:
+    before = {p.name for p in (shared_emulator.data_dir / "files").iterdir()}
+    response = httpx.post(
+        f"{shared_emulator.base_url}/files",
+        files={"file": ("a.jsonl", b"x" * 5000)},
+        headers={"authorization": "Bearer sk-x"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "purpose"
+    assert not list((shared_emulator.data_dir / "tmp").iterdir())
+    assert {p.name for p in (shared_emulator.data_dir / "files").iterdir()} == before
