@@ -74,6 +74,14 @@ def openai_emulator(
     slow_seconds: Annotated[
         float, _opt("Extra latency on every /v1 request.", "SLOW_SECONDS")
     ] = 0.0,
+    step_processes: Annotated[
+        int,
+        _opt(
+            "Worker processes validating batches and writing their output, so that never "
+            "stalls the API (0: threads in the API process).",
+            "STEP_PROCESSES",
+        ),
+    ] = 1,
 ) -> None:
     """Serve a local, durable emulator of the OpenAI Files + Batches API."""
     from services.openai_emulator.config import EmulatorConfig
@@ -100,6 +108,7 @@ def openai_emulator(
             retry_after_seconds=retry_after_seconds,
             retrieve_5xx_rate=retrieve_5xx_rate,
             slow_seconds=slow_seconds,
+            step_processes=step_processes,
         )
     except ValueError as exc:
         typer.secho(f"batchpipe openai-emulator: {exc}", err=True, fg=typer.colors.RED)

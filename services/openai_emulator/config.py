@@ -70,6 +70,12 @@ class EmulatorConfig(BaseModel):
     retrieve_5xx_rate: float = Field(default=0.0, ge=0, le=1)
     slow_seconds: float = Field(default=0.0, ge=0, description="added latency on every /v1 call")
     max_batch_lines: int = Field(default=MAX_BATCH_LINES, ge=1)
+    step_processes: int = Field(
+        default=1,
+        ge=0,
+        description="worker processes for validation and the output pass, so they never stall "
+        "the API (0: threads in the API process)",
+    )
     max_batch_file_bytes: int = Field(default=MAX_BATCH_FILE_BYTES, ge=1)
 
     @field_validator("line_failure_status", mode="before")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 
 from services.openai_emulator.config import EmulatorConfig
+from services.openai_emulator.lifecycle import Lifecycle
 from services.openai_emulator.objects import present_batch
 from services.openai_emulator.process import LineContext, process_lines, reply_text
-from services.openai_emulator.validate import validate_lines
+from services.openai_emulator.validate import validate_file, validate_lines
 from tests.emulator.helpers import chat_file, chat_line
 
 
@@ -100,3 +105,27 @@ def test_fault_config_updates_and_rejects_bad_values() -> None:
     with pytest.raises(ValueError):
         config.update_faults({"line_failure_status": [404]})
     assert config.line_failure_status == [429, 500]
+
+
+def test_heavy_steps_run_in_a_worker_process_and_survive_its_death(tmp_path: Path) -> None:
+    """Validation runs in another process (it must not hold the API's GIL); if that process
+    dies, the step still completes (in a thread) and a new pool serves the next ones."""
+
+    async def scenario() -> None:
+        lifecycle = Lifecycle(None, None, EmulatorConfig(step_processes=1), seed=1)  # type: ignore[arg-type]
+        path = tmp_path / "in.jsonl"
+        path.write_bytes(chat_file(2))
+        await lifecycle.start_pool()
+        try:
+            pid = await lifecycle._offload(os.getpid)
+            assert pid != os.getpid()
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.2)
+            result = await lifecycle._offload(validate_file, path, "/v1/chat/completions", 10)
+            assert result.ok and result.custom_ids == ["req-0", "req-1"]
+            again = await lifecycle._offload(os.getpid)
+            assert again not in (pid, os.getpid())
+        finally:
+            await lifecycle.stop()
+
+    asyncio.run(scenario())
