@@ -176,16 +176,21 @@ class Store:
                         "INSERT INTO files(id, purpose, obj) VALUES(?, ?, ?)",
                         (file_obj["id"], file_obj["purpose"], _dumps(file_obj)),
                     )
-                await self.db.executemany(
-                    "INSERT INTO custom_ids(custom_id, batches) VALUES(?, 1) "
-                    "ON CONFLICT(custom_id) DO UPDATE SET batches = batches + 1",
-                    ((c,) for c in register_custom_ids),
-                )
-                await self.db.executemany(
-                    "INSERT INTO custom_ids(custom_id, successes) VALUES(?, 1) "
-                    "ON CONFLICT(custom_id) DO UPDATE SET successes = successes + 1",
-                    ((c,) for c in succeeded_custom_ids),
-                )
+                # one statement per list, the ids as one JSON array: SQLite walks it with the
+                # GIL released (an executemany of 50,000 rows bound each row in Python and
+                # held the GIL for ~0.15 s, stalling the API's uploads meanwhile)
+                for column, ids in (
+                    ("batches", register_custom_ids),
+                    ("successes", succeeded_custom_ids),
+                ):
+                    listed = list(ids)
+                    if listed:
+                        await self.db.execute(
+                            f"INSERT INTO custom_ids(custom_id, {column}) "  # noqa: S608
+                            "SELECT value, 1 FROM json_each(?) WHERE true "
+                            f"ON CONFLICT(custom_id) DO UPDATE SET {column} = {column} + 1",
+                            (orjson.dumps(listed).decode(),),
+                        )
                 if lines_submitted:
                     await self._bump("lines_submitted", lines_submitted)
                 await self.db.execute("COMMIT")
