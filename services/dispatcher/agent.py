@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,6 +121,22 @@ def _attempt(headers: Any) -> int:
     return attempt_from_headers(
         [(k if isinstance(k, str) else str(k), v if v is not None else b"") for k, v in items]
     )
+
+
+def _plain_run(msgs: Sequence[Record]) -> list[int] | None:
+    """The offsets of ``msgs`` if they are one partition's records in strictly ascending
+    offset order (what a fetch returns), else None."""
+    if not msgs:
+        return None
+    offsets = [m.offset for m in msgs]
+    head = msgs[0]
+    if (
+        len({m.partition for m in msgs}) == 1
+        and all(m.topic == head.topic for m in msgs)
+        and all(map(int.__lt__, offsets, islice(offsets, 1, None)))
+    ):
+        return offsets
+    return None
 
 
 def _incoming(msg: Record) -> Incoming:
@@ -271,6 +288,72 @@ class Dispatcher:
             os._exit(70)
 
     async def _handle_many(self, msgs: Sequence[Record], is_stale: Callable[[], bool]) -> None:
+        run = _plain_run(msgs)
+        if run is None or not await self._handle_run(msgs, run, is_stale):
+            await self._handle_each(msgs, is_stale)
+
+    async def _handle_run(
+        self, msgs: Sequence[Record], offsets: list[int], is_stale: Callable[[], bool]
+    ) -> bool:
+        """The usual chunk: one partition's records, offsets ascending, none seen before and
+        none in a dispatch of the ledger (no replay). Offsets are tracked and the ledger
+        checked once for the chunk; each request is then only validated and windowed. The
+        chunk's dead letters and cut windows are sent after that loop (the offsets tracker
+        takes ``done`` in any order). False, with nothing changed, when the chunk is not such
+        a run (``_handle_each`` takes it)."""
+        if not self.ready.is_set():
+            await self.ready.wait()
+        if is_stale():
+            return True
+        generation = self._generation
+        topic, partition = msgs[0].topic, msgs[0].partition
+        tp = (topic, partition)
+        if self.ledger.state.covers_any(tp, offsets[0], offsets[-1]):
+            return False
+        if not self.offsets.seen_run(tp, offsets):
+            return False
+        self._consumed += len(offsets)
+        max_bytes = self.windows.max_bytes
+        add_line = self.windows.add_line
+        done = self.offsets.done
+        invalid: list[tuple[Record, Invalid]] = []
+        cuts: list[Window] = []
+        duplicates = 0
+        for msg, offset in zip(msgs, offsets, strict=True):  # synchronous: no await inside
+            result = classify_fast(msg.value, max_bytes)
+            if type(result) is Invalid:
+                invalid.append((msg, result))
+                continue
+            custom_id, endpoint, model, line = result  # type: ignore[misc]
+            headers = msg.headers
+            cut = add_line(
+                endpoint,
+                model,
+                custom_id,
+                line,
+                (topic, partition, offset),
+                _attempt(headers) if headers else 0,
+            )
+            if cut is None:
+                duplicates += 1
+                log.info("request.duplicate_dropped", custom_id=custom_id)
+                done(tp, offset)
+            elif cut:
+                cuts.extend(cut)
+        if duplicates:
+            self.metrics.duplicates.inc(duplicates)
+        for msg, reason in invalid:
+            await self._dead_letter(_incoming(msg), reason)
+            if generation != self._generation:
+                return True  # revoked: everything buffered was dropped
+            self.offsets.done(tp, msg.offset)
+        for window in cuts:
+            await self._enqueue(window, generation)
+        return True
+
+    async def _handle_each(self, msgs: Sequence[Record], is_stale: Callable[[], bool]) -> None:
+        """``handle_many`` for any chunk (several partitions, redeliveries, replayed requests),
+        request by request."""
         n = len(msgs)
         i = 0
         max_bytes = self.windows.max_bytes

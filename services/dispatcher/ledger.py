@@ -202,6 +202,16 @@ class LedgerState:
             return spans[i][1]
         return None
 
+    def covers_any(self, tp: TP, first: int, last: int) -> bool:
+        """Whether a dispatch (not abandoned) holds any request in ``first..last``."""
+        starts = self._starts.get(tp)
+        if not starts:
+            return False
+        # ranges never overlap, so their ends ascend with their starts: the last range that
+        # starts at or before ``last`` is the only one that may reach ``first``
+        i = bisect.bisect_right(starts, last) - 1
+        return i >= 0 and self._spans[tp][i][0] >= first
+
     def prunable(self, committed: Mapping[TP, int], limit: int = 100) -> list[str]:
         """Finished entries whose every request lies below the committed offsets given (so no
         replay can reach them again): safe to tombstone."""

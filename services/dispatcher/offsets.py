@@ -45,6 +45,18 @@ class OffsetTracker:
         part.pending.append(offset)
         return True
 
+    def seen_run(self, tp: TP, offsets: list[int]) -> bool:
+        """``seen`` for ascending ``offsets`` at once (a plain fetch): all or nothing, False if
+        the first of them was seen already (then track them one by one)."""
+        part = self._parts.get(tp)
+        if part is None:
+            part = self._parts[tp] = _Partition()
+        if part.last_seen is not None and offsets[0] <= part.last_seen:
+            return False
+        part.last_seen = offsets[-1]
+        part.pending.extend(offsets)
+        return True
+
     def done(self, tp: TP, offset: int) -> None:
         part = self._parts.get(tp)
         if part is None:

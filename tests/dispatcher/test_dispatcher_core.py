@@ -196,71 +196,163 @@ async def test_reconcile_republishes_created_batches_and_abandons_the_rest(tmp_p
     assert ledger.state.covering(("req", 0), 2) is None
 
 
-async def test_handle_many_has_the_outcome_of_handle_one_by_one(tmp_path: Any) -> None:
-    """The chunked hot path (aiokafka engine) dead-letters, drops duplicates and redeliveries,
-    attempts, cuts and tracks offsets exactly as ``handle`` called for each message."""
-    values: list[tuple[int, int, bytes, tuple[tuple[str, bytes], ...]]] = [
-        (0, 0, line("a"), ()),
-        (0, 1, b"not json", ()),
-        (0, 2, line("a"), ()),  # duplicate of offset 0 (same open window)
-        (0, 1, line("z"), ()),  # redelivery of a seen offset: ignored
-        (1, 0, line("b"), (("batchpipe-attempt", b"2"),)),
-        (0, 3, line("c"), ()),  # cuts (max 3 requests): a, b, c
-        (1, 1, orjson.dumps({"custom_id": "d", "url": "/v1/images", "body": {"model": "m"}}), ()),
-        (1, 2, line("d"), ()),
-        (0, 4, line("e"), ()),
-    ]
-    msgs = [
+async def _outcome(
+    tmp_path: Any,
+    chunks: list[list[Incoming]],
+    chunked: bool,
+    covered: list[int] = (),  # type: ignore[assignment]
+) -> tuple[Any, ...]:
+    """Feed ``chunks`` to a fresh dispatcher (``handle_many`` per chunk, or ``handle`` per
+    message), flush, and return everything observable: dead letters, windows, offsets and
+    counters. ``covered``: offsets of partition 1 already in a created dispatch (a replay)."""
+    settings = Settings(
+        requests_topic="req",
+        batch_max_requests=3,
+        batch_max_wait_seconds=60,
+        dispatcher_data_dir=tmp_path,
+    )
+    producer = FakeProducer()
+
+    async def commit(offsets: dict[Any, int]) -> bool:
+        return True
+
+    ledger = FakeLedger()
+    if covered:
+        ledger.state.apply(
+            LedgerEntry(
+                dispatch_id="dsp_old",
+                state="created",
+                endpoint="/v1/chat/completions",
+                model="gpt-4o-mini",
+                request_count=len(covered),
+                input_bytes=10,
+                window_opened_at=1.0,
+                coverage=coverage_of([("req", 1, o) for o in covered]),
+                planned_at=1.0,
+                updated_at=1.0,
+                batch_id="batch-old",
+                file_id="file-old",
+            )
+        )
+    d = Dispatcher(
+        settings,
+        producer=producer,  # type: ignore[arg-type]
+        ledger=ledger,  # type: ignore[arg-type]
+        client=FakeClient(fail_uploads=False),  # type: ignore[arg-type]
+        commit=commit,
+        queue_size=10,
+    )
+    d.ready.set()
+    for chunk in chunks:
+        if chunked:
+            await d.handle_many(chunk)
+        else:
+            for msg in chunk:
+                await d.handle(msg)
+    await d.flush()
+    windows = [d.queue.get_nowait()[1] for _ in range(d.queue.qsize())]
+    d._flush_metrics()
+    marks = {tp: d.offsets.watermark(tp) for tp in [("req", 0), ("req", 1)]}
+    pending = d.offsets.pending_count()
+    for window in windows:  # as if every window were submitted
+        d.offsets.done_many(window.positions)
+    return (
+        [(t, orjson.loads(v)["reason"].split(":")[0], k) for t, v, k in producer.sent],
+        [(w.lines, w.positions, w.attempts, w.cut_reason) for w in windows],
+        marks,
+        pending,
+        # then every request was done: a dead letter, a duplicate or a skip that is not
+        # marked done would hold the watermark back
+        {tp: d.offsets.watermark(tp) for tp in [("req", 0), ("req", 1)]},
+        d.metrics.registry.get_sample_value("dispatcher_requests_consumed_total"),
+        d.metrics.registry.get_sample_value("dispatcher_duplicates_dropped_total"),
+        d.metrics.registry.get_sample_value("dispatcher_requests_skipped_total"),
+    )
+
+
+def _msgs(
+    values: list[tuple[int, int, bytes, tuple[tuple[str, bytes], ...]]],
+) -> list[Incoming]:
+    return [
         Incoming(topic="req", partition=p, offset=o, key=b"k", value=v, headers=h)
         for p, o, v, h in values
     ]
-    outcomes = []
-    for chunked in (False, True):
-        settings = Settings(
-            requests_topic="req",
-            batch_max_requests=3,
-            batch_max_wait_seconds=60,
-            dispatcher_data_dir=tmp_path,
-        )
-        producer = FakeProducer()
 
-        async def commit(offsets: dict[Any, int]) -> bool:
-            return True
 
-        d = Dispatcher(
-            settings,
-            producer=producer,  # type: ignore[arg-type]
-            ledger=FakeLedger(),  # type: ignore[arg-type]
-            client=FakeClient(fail_uploads=False),  # type: ignore[arg-type]
-            commit=commit,
-            queue_size=10,
-        )
-        d.ready.set()
-        if chunked:
-            await d.handle_many(msgs[:4])
-            await d.handle_many(msgs[4:])
-        else:
-            for msg in msgs:
-                await d.handle(msg)
-        await d.flush()
-        windows = [d.queue.get_nowait()[1] for _ in range(d.queue.qsize())]
-        d._flush_metrics()
-        outcomes.append(
+async def test_handle_many_has_the_outcome_of_handle_one_by_one(tmp_path: Any) -> None:
+    """The chunked hot path (aiokafka engine) dead-letters, drops duplicates and redeliveries,
+    attempts, cuts and tracks offsets exactly as ``handle`` called for each message."""
+    msgs = _msgs(
+        [
+            (0, 0, line("a"), ()),
+            (0, 1, b"not json", ()),
+            (0, 2, line("a"), ()),  # duplicate of offset 0 (same open window)
+            (0, 1, line("z"), ()),  # redelivery of a seen offset: ignored
+            (1, 0, line("b"), (("batchpipe-attempt", b"2"),)),
+            (0, 3, line("c"), ()),  # cuts (max 3 requests): a, b, c
             (
-                [(t, orjson.loads(v)["reason"].split(":")[0], k) for t, v, k in producer.sent],
-                [(w.lines, w.positions, w.attempts, w.cut_reason) for w in windows],
-                {tp: d.offsets.watermark(tp) for tp in [("req", 0), ("req", 1)]},
-                d.offsets.pending_count(),
-                d.metrics.registry.get_sample_value("dispatcher_requests_consumed_total"),
-                d.metrics.registry.get_sample_value("dispatcher_duplicates_dropped_total"),
-            )
-        )
+                1,
+                1,
+                orjson.dumps({"custom_id": "d", "url": "/v1/images", "body": {"model": "m"}}),
+                (),
+            ),
+            (1, 2, line("d"), ()),
+            (0, 4, line("e"), ()),
+        ]
+    )
+    outcomes = [await _outcome(tmp_path, [msgs[:4], msgs[4:]], chunked) for chunked in (0, 1)]
     assert outcomes[0] == outcomes[1]
-    dead, windows, marks, pending, consumed, duplicates = outcomes[0]
+    dead, windows, marks, pending, after, consumed, duplicates, _ = outcomes[0]
     assert [reason for _, reason, _ in dead] == ["not_json", "url_not_allowed"]
     assert [len(w[0]) for w in windows] == [3, 2] and windows[0][2] == {"b": 2}
     assert marks == {("req", 0): 0, ("req", 1): 0} and pending == 8
+    assert after == {("req", 0): 5, ("req", 1): 3}
     assert consumed == 8 and duplicates == 1
+
+
+async def test_handle_many_on_plain_fetches_has_the_outcome_of_handle_one_by_one(
+    tmp_path: Any,
+) -> None:
+    """Chunks as a fetch returns them (one partition, ascending offsets) take the run path:
+    offsets tracked and the ledger checked once per chunk, dead letters and cut windows sent
+    after the chunk. A chunk that repeats seen offsets or reaches into a dispatch of the
+    ledger goes request by request. Either way the outcome is ``handle``'s."""
+    url_not_allowed = orjson.dumps({"custom_id": "x", "url": "/v1/images", "body": {"model": "m"}})
+    chunks = [
+        _msgs(  # a run: dead letters, a duplicate, an attempt header, two cuts
+            [
+                (0, 0, line("a"), ()),
+                (0, 1, b"not json", ()),
+                (0, 2, line("a"), ()),
+                (0, 3, line("b"), (("batchpipe-attempt", b"2"),)),
+                (0, 4, line("c"), ()),
+                (0, 5, url_not_allowed, ()),
+                (0, 6, line("d"), ()),
+                (0, 7, line("e"), ()),
+                (0, 8, line("f"), ()),
+                (0, 9, line("g"), ()),
+            ]
+        ),
+        _msgs([(1, 0, line("h"), ()), (1, 2, line("i"), ())]),  # a gap (compaction, markers)
+        _msgs([(0, 8, line("f"), ()), (0, 9, line("g"), ()), (0, 10, line("j"), ())]),  # seen
+        _msgs([(1, 3, line("k"), ()), (1, 4, line("l"), ()), (1, 5, line("m"), ())]),  # replay
+    ]
+    outcomes = [await _outcome(tmp_path, chunks, chunked, covered=[4]) for chunked in (False, True)]
+    assert outcomes[0] == outcomes[1]
+    dead, windows, marks, pending, after, consumed, duplicates, skipped = outcomes[0]
+    assert [reason for _, reason, _ in dead] == ["not_json", "url_not_allowed"]
+    assert [[orjson.loads(x)["custom_id"] for x in w[0]] for w in windows] == [
+        ["a", "b", "c"],
+        ["d", "e", "f"],
+        ["g", "h", "i"],
+        ["j", "k", "m"],  # l is in the ledger's dispatch
+    ]
+    assert windows[0][2] == {"b": 2}
+    # offset 0 of each partition is in a window not submitted: nothing is committable, and
+    # every seen offset is pending (those done out of order too: dead letters, duplicate)
+    assert marks == {("req", 0): 0, ("req", 1): 0} and pending == 11 + 5
+    assert after == {("req", 0): 11, ("req", 1): 6}
+    assert consumed == 16 and duplicates == 1 and skipped == 1
 
 
 class GatedFiles:

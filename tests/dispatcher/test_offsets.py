@@ -50,3 +50,15 @@ def test_partitions_are_independent_and_forgettable() -> None:
     assert t.committable() == {}
     t.done(("r", 0), 0)  # late completion of a revoked partition: ignored
     assert t.pending_count() == 0
+
+
+def test_a_run_of_offsets_is_seen_at_once_or_not_at_all() -> None:
+    t = OffsetTracker()
+    assert t.seen_run(TP, [3, 4, 6])  # (a gap: compaction or a transaction marker)
+    assert t.pending_count(TP) == 3 and t.watermark(TP) == 3
+    assert not t.seen_run(TP, [6, 7])  # 6 was seen: nothing is taken
+    assert t.pending_count(TP) == 3
+    assert not t.seen(TP, 5) and t.seen(TP, 7)
+    for o in (3, 4, 6, 7):
+        t.done(TP, o)
+    assert t.committable() == {TP: 8}

@@ -170,6 +170,17 @@ def test_ledger_state_covering_transitions_and_tombstones() -> None:
     assert decode_entry(encode_entry(e2)) == e2
 
 
+def test_ledger_state_covers_any_matches_covering_over_every_range() -> None:
+    s = LedgerState()
+    s.apply(entry("d1", [("t", 0, 0), ("t", 0, 1), ("t", 0, 5), ("t", 0, 9)], "planned"))
+    s.apply(entry("d2", [("t", 0, 2), ("t", 0, 3), ("t", 1, 0)], "published"))
+    for tp in [("t", 0), ("t", 1), ("t", 2)]:
+        for first in range(-1, 12):
+            for last in range(first, 12):
+                expected = any(s.covering(tp, o) is not None for o in range(first, last + 1))
+                assert s.covers_any(tp, first, last) == expected, (tp, first, last)
+
+
 # --- retries -------------------------------------------------------------------------------
 
 
