@@ -189,6 +189,7 @@ class Dispatcher:
         max_bytes = settings.batch_max_bytes
         if settings.dispatcher_max_enqueued_tokens is not None:  # one window always fits
             max_bytes = min(max_bytes, max_window_bytes(settings.dispatcher_max_enqueued_tokens))
+        self._clock = clock
         self.windows = Windows(
             max_requests=settings.batch_max_requests,
             max_bytes=max_bytes,
@@ -579,6 +580,8 @@ class Dispatcher:
                 requests=window.count,
                 bytes=window.nbytes,
                 cut=window.cut_reason,
+                # from the cut to here: waiting for a free slot (backpressure) + the ledger
+                since_cut=round(self._clock() - window.cut_at, 3) if window.cut_at else None,
             )
             crash_point(self.settings, "after_ledger")
         # on an unexpected error the file is kept for the retry (the lines are gone)
@@ -655,7 +658,7 @@ class Dispatcher:
             cut=window.cut_reason,
         )
         if generation is None or generation == self._generation:
-            self.offsets.done_many(window.positions)
+            self.offsets.done_ranges(entry.ranges())
         await self.commit_now()
         return entry.batch_id
 

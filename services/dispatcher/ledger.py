@@ -47,6 +47,8 @@ import bisect
 import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Literal
 
 import orjson
@@ -112,7 +114,11 @@ def _parse_tp(key: str) -> TP:
 
 
 def to_ranges(offsets: Sequence[int]) -> list[int]:
-    """Ascending offsets -> flat inclusive ranges ``[s0, e0, s1, e1, ...]``."""
+    """Ascending, distinct offsets -> flat inclusive ranges ``[s0, e0, s1, e1, ...]``."""
+    if not offsets:
+        return []
+    if offsets[-1] - offsets[0] == len(offsets) - 1:  # the usual case: one run
+        return [offsets[0], offsets[-1]]
     flat: list[int] = []
     for offset in offsets:
         if flat and offset == flat[-1] + 1:
@@ -122,17 +128,23 @@ def to_ranges(offsets: Sequence[int]) -> list[int]:
     return flat
 
 
+_TP_OF = itemgetter(0, 1)
+_OFFSET_OF = itemgetter(2)
+
+
 def coverage_of(positions: Iterable[Position]) -> dict[str, list[int]]:
     """Positions -> ``{"topic:partition": [s0, e0, s1, e1, ...]}`` (sorted inclusive ranges)."""
     per_tp: dict[TP, list[int]] = {}
-    for topic, partition, offset in positions:
-        offsets = per_tp.get((topic, partition))
+    # (positions come in runs of one partition, a fetch at a time: grouped in C)
+    for tp, run in groupby(positions, key=_TP_OF):
+        offsets = per_tp.get(tp)
         if offsets is None:
-            offsets = per_tp[(topic, partition)] = []
-        offsets.append(offset)
-    # (a window's offsets come in consumption order, ascending per partition: the sort is a
-    # linear pass)
-    return {_tp_key(tp): to_ranges(sorted(offs)) for tp, offs in sorted(per_tp.items())}
+            offsets = per_tp[tp] = []
+        offsets.extend(map(_OFFSET_OF, run))
+    # (a window's offsets are distinct and come in consumption order, ascending per
+    # partition: the sort is a linear pass; the set makes ``to_ranges``' one-run check exact
+    # even if that ever failed)
+    return {_tp_key(tp): to_ranges(sorted(set(offs))) for tp, offs in sorted(per_tp.items())}
 
 
 def dispatch_id_for(coverage: Mapping[str, Sequence[int]]) -> str:

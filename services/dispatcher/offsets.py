@@ -73,6 +73,34 @@ class OffsetTracker:
         for topic, partition, offset in positions:
             self.done((topic, partition), offset)
 
+    def done_ranges(self, ranges: Iterable[tuple[TP, int, int]]) -> None:
+        """``done`` for every offset of the inclusive ranges ``(tp, first, last)`` (a window's
+        coverage). The usual case, a range that is the oldest pending run of its partition
+        with nothing done out of order, is popped without looking at each offset."""
+        for tp, first, last in ranges:
+            part = self._parts.get(tp)
+            if part is None:
+                continue
+            pending = part.pending
+            count = last - first + 1
+            # pending is strictly ascending: if it starts at ``first`` and its count-th
+            # entry is ``last``, its head is exactly first..last
+            if (
+                not part.done
+                and pending
+                and pending[0] == first
+                and len(pending) >= count
+                and pending[count - 1] == last
+            ):
+                if count == len(pending):
+                    pending.clear()
+                else:
+                    for _ in range(count):
+                        pending.popleft()
+                continue
+            for offset in range(first, last + 1):
+                self.done(tp, offset)
+
     def watermark(self, tp: TP) -> int | None:
         part = self._parts.get(tp)
         if part is None or part.last_seen is None:

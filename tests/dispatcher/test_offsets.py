@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+from services.dispatcher.ledger import to_ranges
 from services.dispatcher.offsets import OffsetTracker
 
 TP = ("requests", 0)
@@ -62,3 +65,26 @@ def test_a_run_of_offsets_is_seen_at_once_or_not_at_all() -> None:
     for o in (3, 4, 6, 7):
         t.done(TP, o)
     assert t.committable() == {TP: 8}
+
+
+def test_done_ranges_matches_done_one_by_one() -> None:
+    """Windows of several models finishing in any order: marking a window's coverage done
+    range by range (the fast path pops the head run) gives the same watermark as offset by
+    offset, after every window."""
+    rng = random.Random(7)
+    for _ in range(200):
+        offsets = list(range(rng.randrange(1, 60)))
+        models = [rng.randrange(3) for _ in offsets]
+        windows = [[o for o, m in zip(offsets, models, strict=True) if m == k] for k in range(3)]
+        rng.shuffle(windows)
+        by_range, one_by_one = OffsetTracker(), OffsetTracker()
+        assert by_range.seen_run(TP, offsets)
+        for o in offsets:
+            assert one_by_one.seen(TP, o)
+        for window in windows:
+            flat = to_ranges(window)
+            by_range.done_ranges((TP, flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+            one_by_one.done_many((TP[0], TP[1], o) for o in window)
+            assert by_range.watermark(TP) == one_by_one.watermark(TP)
+            assert by_range.pending_count() == one_by_one.pending_count()
+        assert by_range.committable() == {TP: len(offsets)}

@@ -118,6 +118,7 @@ def test_dead_letter_keeps_the_raw_value() -> None:
 
 def test_ranges_and_coverage() -> None:
     assert to_ranges([1, 2, 3, 7, 9, 10]) == [1, 3, 7, 7, 9, 10]
+    assert to_ranges([5, 6, 7]) == [5, 7] and to_ranges([4]) == [4, 4] and to_ranges([]) == []
     cov = coverage_of([("t", 1, 5), ("t", 0, 2), ("t", 0, 3), ("t", 1, 4)])
     assert cov == {"t:0": [2, 3], "t:1": [4, 5]}
 
