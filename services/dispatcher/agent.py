@@ -298,7 +298,8 @@ class Dispatcher:
     ) -> bool:
         """The usual chunk: one partition's records, offsets ascending, none seen before and
         none in a dispatch of the ledger (no replay). Offsets are tracked and the ledger
-        checked once for the chunk; each request is then only validated and windowed. The
+        checked once for the chunk; each request is then only validated, and the chunk
+        windowed in one call (``Windows.add_run``). The
         chunk's dead letters and cut windows are sent after that loop (the offsets tracker
         takes ``done`` in any order). False, with nothing changed, when the chunk is not such
         a run (``_handle_each`` takes it)."""
@@ -315,32 +316,20 @@ class Dispatcher:
             return False
         self._consumed += len(offsets)
         max_bytes = self.windows.max_bytes
-        add_line = self.windows.add_line
-        done = self.offsets.done
-        invalid: list[tuple[Record, Invalid]] = []
-        cuts: list[Window] = []
-        duplicates = 0
-        for msg, offset in zip(msgs, offsets, strict=True):  # synchronous: no await inside
-            result = classify_fast(msg.value, max_bytes)
-            if type(result) is Invalid:
-                invalid.append((msg, result))
-                continue
-            custom_id, endpoint, model, line = result  # type: ignore[misc]
-            headers = msg.headers
-            cut = add_line(
-                endpoint,
-                model,
-                custom_id,
-                line,
-                (topic, partition, offset),
-                _attempt(headers) if headers else 0,
-            )
-            if cut is None:
-                duplicates += 1
-                log.info("request.duplicate_dropped", custom_id=custom_id)
-                done(tp, offset)
-            elif cut:
-                cuts.extend(cut)
+        results = [classify_fast(m.value, max_bytes) for m in msgs]
+        attempts = [_attempt(m.headers) if m.headers else 0 for m in msgs]
+        dropped, cuts = self.windows.add_run(
+            topic, partition, offsets, results, attempts if any(attempts) else None
+        )
+        for offset, custom_id in dropped:
+            log.info("request.duplicate_dropped", custom_id=custom_id)
+            self.offsets.done(tp, offset)
+        duplicates = len(dropped)
+        invalid = [
+            (msg, result)
+            for msg, result in zip(msgs, results, strict=True)
+            if type(result) is Invalid
+        ]
         if duplicates:
             self.metrics.duplicates.inc(duplicates)
         for msg, reason in invalid:

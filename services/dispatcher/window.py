@@ -161,6 +161,61 @@ class Windows:
             cut = [*cut, self._cut(key, "count")]
         return cut
 
+    def add_run(
+        self,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        lines: Sequence[tuple[str, str, str, bytes] | object],
+        attempts: Sequence[int] | None = None,
+    ) -> tuple[list[tuple[int, str]], list[Window]]:
+        """``add_line`` for a fetched chunk of one partition: ``lines[i]`` is the
+        ``(custom_id, endpoint, model, line)`` of ``offsets[i]``, or anything else (not a
+        tuple: an invalid request) to skip. Same windows, cuts and duplicates as calling
+        ``add_line`` for each in turn, with the group's window looked up only when the group
+        changes. Returns the dropped duplicates ``(offset, custom_id)`` and the cut windows,
+        in order."""
+        duplicates: list[tuple[int, str]] = []
+        cuts: list[Window] = []
+        max_bytes, max_requests, open_ = self.max_bytes, self.max_requests, self._open
+        key: GroupKey = ("", "")
+        window: Window | None = None
+        for i, item in enumerate(lines):
+            if type(item) is not tuple:
+                continue
+            custom_id, endpoint, model, line = item
+            size = len(line) + 1
+            if size > max_bytes:
+                raise ValueError(f"line of {size} bytes exceeds max_bytes={max_bytes}")
+            if window is None or model != key[1] or endpoint != key[0]:
+                key = (endpoint, model)
+                window = open_.get(key)
+            if window is not None:
+                if custom_id in window.custom_ids:
+                    self.duplicates += 1
+                    duplicates.append((offsets[i], custom_id))
+                    continue
+                if window.nbytes + size > max_bytes:
+                    cuts.append(self._cut(key, "bytes"))
+                    window = None
+            if window is None:
+                window = open_[key] = Window(
+                    endpoint=endpoint,
+                    model=model,
+                    opened_at=self._clock(),
+                    opened_at_unix=self._wall(),
+                )
+            window.lines.append(line)
+            window.positions.append((topic, partition, offsets[i]))
+            window.custom_ids.add(custom_id)
+            if attempts is not None and attempts[i] > 0:
+                window.attempts[custom_id] = attempts[i]
+            window.nbytes += size
+            if len(window.lines) >= max_requests:
+                cuts.append(self._cut(key, "count"))
+                window = None
+        return duplicates, cuts
+
     def due(self) -> list[Window]:
         """Cut and return every window whose first request is ``max_wait`` seconds old."""
         now = self._clock()

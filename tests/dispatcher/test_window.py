@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
 from services.dispatcher.window import Windows
@@ -176,3 +179,66 @@ def test_drop_partitions() -> None:
     assert sorted(dropped) == [("t", 1, 0), ("t", 1, 1)]
     (left,) = w.flush()
     assert left.custom_ids == {"a"} and left.nbytes == len(line("a")) + 1
+
+
+def test_add_run_is_add_line_for_each_line_in_turn() -> None:
+    """Random chunks (two endpoints, three models, repeated custom_ids, invalid entries,
+    attempts, count and bytes cuts, windows left open between chunks): ``add_run`` gives the
+    same windows, cuts, duplicates and open windows as ``add_line`` per line."""
+    rng = random.Random(3)
+    for _ in range(100):
+        limits = {"max_requests": rng.randrange(1, 6), "max_bytes": rng.randrange(60, 400)}
+        by_line, _ = make(**limits)
+        by_run, _ = make(**limits)
+        offset = 0
+        for _chunk in range(rng.randrange(1, 5)):
+            offsets: list[int] = []
+            items: list[object] = []
+            attempts: list[int] = []
+            for _ in range(rng.randrange(1, 30)):
+                offsets.append(offset)
+                offset += rng.randrange(1, 3)
+                attempts.append(rng.choice([0, 0, 0, 2]))
+                if rng.random() < 0.1:
+                    items.append(object())  # an invalid request: skipped
+                    continue
+                cid = f"c{rng.randrange(12)}"
+                items.append(
+                    (
+                        cid,
+                        rng.choice(["/v1/chat/completions", "/v1/embeddings"]),
+                        rng.choice(["m1", "m2", "m3"]),
+                        line(cid, rng.randrange(0, 40)),
+                    )
+                )
+            expected_dups: list[tuple[int, str]] = []
+            expected_cuts = []
+            for o, item, attempt in zip(offsets, items, attempts, strict=True):
+                if not isinstance(item, tuple):
+                    continue
+                cid, endpoint, model, value = item
+                cut = by_line.add_line(endpoint, model, cid, value, ("t", 4, o), attempt)
+                if cut is None:
+                    expected_dups.append((o, cid))
+                else:
+                    expected_cuts.extend(cut)
+            dups, cuts = by_run.add_run("t", 4, offsets, items, attempts)
+            assert dups == expected_dups
+            assert [_shape(w) for w in cuts] == [_shape(w) for w in expected_cuts]
+            assert [_shape(w) for w in by_run.open_windows] == [
+                _shape(w) for w in by_line.open_windows
+            ]
+        assert by_run.duplicates == by_line.duplicates
+
+
+def _shape(w: Any) -> tuple[Any, ...]:
+    return (
+        w.endpoint,
+        w.model,
+        w.lines,
+        w.positions,
+        w.custom_ids,
+        w.attempts,
+        w.nbytes,
+        w.cut_reason,
+    )
