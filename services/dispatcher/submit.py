@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -152,6 +153,22 @@ class Submitter:
                 attempt += 1
 
 
+UPLOAD_CHUNK = 8 << 20
+
+
+class _LargeReads(io.FileIO):
+    """The JSONL file, read at least ``UPLOAD_CHUNK`` bytes at a time: httpx asks a file part
+    for 64 KiB at a time, and from a thread each chunk must win back the GIL from the busy
+    consuming loop (a switch interval, 5 ms, per chunk): a 49 MiB upload took 0.3-0.5 s while
+    consuming instead of ~0.1 s. Eight 8 MiB ``sendall`` calls each run without the GIL.
+    (httpx only iterates what ``read`` returns; the length still comes from ``fstat``.)"""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return super().read()
+        return super().read(max(size, UPLOAD_CHUNK))
+
+
 def _upload(client: OpenAI, path: Path) -> str:
-    with path.open("rb") as f:
+    with _LargeReads(path) as f:
         return client.files.create(file=(path.name, f, "application/jsonl"), purpose="batch").id

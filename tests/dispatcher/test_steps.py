@@ -13,6 +13,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai import OpenAI
 from pydantic import ValidationError
 
 from services.dispatcher.dead_letters import Invalid, Valid, classify, classify_fast, dead_letter
@@ -26,7 +27,15 @@ from services.dispatcher.ledger import (
     encode_entry,
     to_ranges,
 )
-from services.dispatcher.submit import Aborted, Submitter, backoff, retry_after
+from services.dispatcher.submit import (
+    UPLOAD_CHUNK,
+    Aborted,
+    Submitter,
+    _LargeReads,
+    _upload,
+    backoff,
+    retry_after,
+)
 from shared.contracts import RequestLine
 
 
@@ -299,11 +308,27 @@ async def test_create_retried_when_lookup_finds_nothing_and_never_aborted_after_
 
 
 def test_write_jsonl(tmp_path: Path) -> None:
-    lines = [b'{"a":%d}' % i for i in range(3000)]
+    lines = [b'{"a":%d}' % i for i in range(20_000)]  # several joined chunks
     path = write_jsonl(lines, tmp_path)
     assert path.read_bytes() == b"".join(line + b"\n" for line in lines)
     assert path.stat().st_size == jsonl_size(lines)
     assert write_jsonl([], tmp_path).read_bytes() == b""
+
+
+def test_the_threaded_upload_sends_the_whole_file_in_large_reads(
+    tmp_path: Path, emulator: Any
+) -> None:
+    """The sync upload reads the file 8 MiB at a time (few GIL hand-offs from its thread) and
+    the emulator receives every byte, with the right length."""
+    lines = [b'{"custom_id":"r%d","pad":"%s"}' % (i, b"x" * (i % 900)) for i in range(40_000)]
+    path = write_jsonl(lines, tmp_path)
+    assert path.stat().st_size > 2 * UPLOAD_CHUNK
+    with _LargeReads(path) as f:
+        assert len(f.read(64 * 1024)) == UPLOAD_CHUNK
+    client = OpenAI(base_url=str(emulator), api_key="sk-test")
+    file_id = _upload(client, path)
+    assert client.files.retrieve(file_id).bytes == path.stat().st_size
+    assert client.files.content(file_id).read() == path.read_bytes()
 
 
 # --- why faust acks are off for the requests topic ---------------------------------------------
