@@ -576,23 +576,33 @@ class Dispatcher:
         # on an unexpected error the file is kept for the retry (the lines are gone)
         path: Path | None = self._files.get(dispatch_id)
         if entry.state == "planned":
+            step = time.monotonic()
             if path is None:  # a retried dispatch reuses its file: the lines are gone
                 path = await write_jsonl_async(window.lines, self._tmp, prefix="batchpipe-")
                 self._files[dispatch_id] = path
                 window.release_lines()
+            written = time.monotonic()
             if not await self._wait_for_token_budget(entry):
                 await self._abandon(entry)
                 self._forget_file(dispatch_id)
                 return None
+            budget = time.monotonic()
             try:
                 file_id = await self.submitter.upload(path, abort=self._is_aborting)
             except Aborted:
                 await self._abandon(entry)
                 self._forget_file(dispatch_id)
                 return None
+            uploaded = time.monotonic()
             entry = entry.with_state("uploaded", file_id=file_id)
             await self._ledger_write(entry)
-            bound.info("dispatch.uploaded", file_id=file_id)
+            bound.info(
+                "dispatch.uploaded",
+                file_id=file_id,
+                write_seconds=round(written - step, 3),
+                budget_wait_seconds=round(budget - written, 3),
+                upload_seconds=round(uploaded - budget, 3),
+            )
             crash_point(self.settings, "after_upload")
         if entry.state == "uploaded":
             assert entry.file_id is not None
