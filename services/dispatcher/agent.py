@@ -55,7 +55,7 @@ from services.dispatcher.ledger import (
     METADATA_KEY,
     Ledger,
     LedgerEntry,
-    coverage_of,
+    coverage_of_lines,
     dispatch_id_for,
     find_batches,
 )
@@ -541,7 +541,7 @@ class Dispatcher:
     async def dispatch(self, window: Window, generation: int | None = None) -> str | None:
         """Submit one window exactly once; returns the batch id (None if abandoned)."""
         started = time.monotonic()
-        coverage = coverage_of(window.positions)
+        coverage = coverage_of_lines(window.tps, window.offsets)
         dispatch_id = dispatch_id_for(coverage)
         bound = log.bind(dispatch_id=dispatch_id)
         entry = self.ledger.state.entries.get(dispatch_id)

@@ -128,23 +128,29 @@ def to_ranges(offsets: Sequence[int]) -> list[int]:
     return flat
 
 
-_TP_OF = itemgetter(0, 1)
-_OFFSET_OF = itemgetter(2)
+_TP_OF = itemgetter(0)
+_OFFSET_OF = itemgetter(1)
 
 
 def coverage_of(positions: Iterable[Position]) -> dict[str, list[int]]:
     """Positions -> ``{"topic:partition": [s0, e0, s1, e1, ...]}`` (sorted inclusive ranges)."""
+    positions = list(positions)
+    return coverage_of_lines([(t, p) for t, p, _ in positions], [o for _, _, o in positions])
+
+
+def coverage_of_lines(tps: Sequence[TP], offsets: Sequence[int]) -> dict[str, list[int]]:
+    """``coverage_of`` for parallel (topic, partition) and offset lists (a ``Window``'s)."""
     per_tp: dict[TP, list[int]] = {}
-    # (positions come in runs of one partition, a fetch at a time: grouped in C)
-    for tp, run in groupby(positions, key=_TP_OF):
-        offsets = per_tp.get(tp)
-        if offsets is None:
-            offsets = per_tp[tp] = []
-        offsets.extend(map(_OFFSET_OF, run))
+    # (lines come in runs of one partition, a fetch at a time: grouped in C)
+    for tp, run in groupby(zip(tps, offsets, strict=True), key=_TP_OF):
+        listed = per_tp.get(tp)
+        if listed is None:
+            listed = per_tp[tp] = []
+        listed.extend(map(_OFFSET_OF, run))
     # (a window's offsets are distinct and come in consumption order, ascending per
     # partition: the sort is a linear pass; the set makes ``to_ranges``' one-run check exact
     # even if that ever failed)
-    return {_tp_key(tp): to_ranges(sorted(set(offs))) for tp, offs in sorted(per_tp.items())}
+    return {_tp_key(tp): to_ranges(sorted(set(o))) for tp, o in sorted(per_tp.items())}
 
 
 def dispatch_id_for(coverage: Mapping[str, Sequence[int]]) -> str:

@@ -38,7 +38,11 @@ class Window:
     opened_at: float  # clock time of the first request (for the time limit)
     opened_at_unix: float  # wall time of the first request (for the BatchRecord)
     lines: list[bytes] = field(default_factory=list)
-    positions: list[Position] = field(default_factory=list)
+    # the Kafka position of each line: its (topic, partition), one shared tuple per fetched
+    # chunk, and its offset (no tuple made per request: 50,000 of them per window kept the
+    # garbage collector busy)
+    tps: list[TP] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
     custom_ids: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)  # only attempts > 0
     nbytes: int = 0
@@ -53,11 +57,20 @@ class Window:
         """Seconds between the first request and the cut (0 while open)."""
         return 0.0 if self.cut_at is None else max(0.0, self.cut_at - self.opened_at)
 
+    @property
+    def positions(self) -> list[Position]:
+        """``(topic, partition, offset)`` of each line, in order."""
+        return [(t, p, o) for (t, p), o in zip(self.tps, self.offsets, strict=True)]
+
+    def add_position(self, position: Position) -> None:
+        self.tps.append((position[0], position[1]))
+        self.offsets.append(position[2])
+
     def covered(self) -> dict[TP, list[int]]:
         """The offsets this window holds, per (topic, partition), ascending."""
         out: dict[TP, list[int]] = {}
-        for topic, partition, offset in self.positions:
-            out.setdefault((topic, partition), []).append(offset)
+        for tp, offset in zip(self.tps, self.offsets, strict=True):
+            out.setdefault(tp, []).append(offset)
         for offsets in out.values():
             offsets.sort()
         return out
@@ -152,7 +165,7 @@ class Windows:
             self._open[key] = window
         lines = window.lines
         lines.append(line)
-        window.positions.append(position)
+        window.add_position(position)
         window.custom_ids.add(custom_id)
         if attempt > 0:
             window.attempts[custom_id] = attempt
@@ -180,6 +193,7 @@ class Windows:
         max_bytes, max_requests, open_ = self.max_bytes, self.max_requests, self._open
         key: GroupKey = ("", "")
         window: Window | None = None
+        tp = (topic, partition)
         for i, item in enumerate(lines):
             if type(item) is not tuple:
                 continue
@@ -206,7 +220,8 @@ class Windows:
                     opened_at_unix=self._wall(),
                 )
             window.lines.append(line)
-            window.positions.append((topic, partition, offsets[i]))
+            window.tps.append(tp)
+            window.offsets.append(offsets[i])
             window.custom_ids.add(custom_id)
             if attempts is not None and attempts[i] > 0:
                 window.attempts[custom_id] = attempts[i]
@@ -239,7 +254,7 @@ class Windows:
         gone = set(tps)
         dropped: list[Position] = []
         for key, window in list(self._open.items()):
-            if not any((t, p) in gone for t, p, _ in window.positions):
+            if gone.isdisjoint(window.tps):
                 continue
             kept = Window(
                 endpoint=window.endpoint,
@@ -247,13 +262,14 @@ class Windows:
                 opened_at=window.opened_at,
                 opened_at_unix=window.opened_at_unix,
             )
-            for line, pos in zip(window.lines, window.positions, strict=True):
-                if (pos[0], pos[1]) in gone:
-                    dropped.append(pos)
+            for line, tp, offset in zip(window.lines, window.tps, window.offsets, strict=True):
+                if tp in gone:
+                    dropped.append((tp[0], tp[1], offset))
                     continue
                 custom_id = _custom_id_of(line)
                 kept.lines.append(line)
-                kept.positions.append(pos)
+                kept.tps.append(tp)
+                kept.offsets.append(offset)
                 kept.custom_ids.add(custom_id)
                 if custom_id in window.attempts:
                     kept.attempts[custom_id] = window.attempts[custom_id]
