@@ -38,7 +38,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,14 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import TopicPartition  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
-from bench.support import BIN, cpu_seconds, rss_kib, start_emulator, wait_http  # noqa: E402
+from bench.support import (  # noqa: E402
+    BIN,
+    cpu_seconds,
+    rss_kib,
+    start_emulator,
+    tree_cpu_seconds,
+    wait_http,
+)
 from services.dispatcher.agent import Dispatcher  # noqa: E402
 from services.dispatcher.dead_letters import Valid, classify  # noqa: E402
 from services.dispatcher.jsonl import write_jsonl  # noqa: E402
@@ -140,19 +147,29 @@ async def raw_consumer(
         tps = [TopicPartition(settings.requests_topic, p) for p in range(settings.topic_partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        # The clock starts before the first fetch, as the dispatcher's starts at its
+        # assignment, before its first fetch: starting it when the first fetch returned
+        # counted that fetch's records (up to 10,000 of N) in no time.
         got = 0
-        started: float | None = None
+        started = time.perf_counter()
+        cpu = time.process_time()
+        first_fetch: float | None = None
         while got < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            if started is None and batch:
-                started = time.perf_counter()
-                cpu = time.process_time()
+            if first_fetch is None and batch:
+                first_fetch = time.perf_counter() - started
+                first_count = sum(len(r) for r in batch.values())
             for records in batch.values():
                 got += len(records)
                 if handle is not None:
                     await handle(records)
-        assert started is not None
-        return time.perf_counter() - started, time.process_time() - cpu
+        elapsed = time.perf_counter() - started
+        assert first_fetch is not None
+        print(
+            f"  first fetch {first_fetch:.3f} s ({first_count} records) of {elapsed:.3f} s",
+            file=sys.stderr,
+        )
+        return elapsed, time.process_time() - cpu
     finally:
         await consumer.stop()
 
@@ -200,10 +217,10 @@ async def dispatcher_run(
                 nbatches += len(records)
             if not idle_rss and "dispatcher.assigned" in log_path.read_text(errors="replace"):
                 idle_rss = rss_kib(proc.pid, "VmRSS")
-                cpu_ready = cpu_seconds(proc.pid), cpu_seconds(emulator_pid)
+                cpu_ready = cpu_seconds(proc.pid), tree_cpu_seconds(emulator_pid)
             peak = max(peak, rss_kib(proc.pid, "VmHWM"))
         done_at = time.time()  # the record completing N requests is visible in ``batches``
-        cpu_done = cpu_seconds(proc.pid), cpu_seconds(emulator_pid)
+        cpu_done = cpu_seconds(proc.pid), tree_cpu_seconds(emulator_pid)
         peak = max(peak, rss_kib(proc.pid, "VmHWM"))
     finally:
         await batches.stop()
@@ -275,33 +292,47 @@ async def one_cut_memory(base_url: str, work: Path) -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
-    emulator, base_url = start_emulator(work, 600, nice=args.emulator_nice)
+@contextlib.asynccontextmanager
+async def emulator_at(work: Path, nice: int) -> AsyncIterator[tuple[str, int]]:
+    """A fresh emulator (its own data under ``work``): its base URL and pid."""
+    work.mkdir(parents=True, exist_ok=True)
+    emulator, base_url = start_emulator(work, 600, nice=nice)
     try:
         await wait_http(f"{base_url}/models")
-        suffix = uuid.uuid4().hex[:8]
-        settings = Settings(
-            kafka_bootstrap_servers=bootstrap,
-            requests_topic=f"bench-requests-{suffix}",
-            batches_topic=f"bench-batches-{suffix}",
-            results_topic=f"bench-results-{suffix}",
-            dead_letters_topic=f"bench-dead-letters-{suffix}",
-            topic_partitions=args.partitions,
-            batch_max_requests=WINDOW,
-            batch_max_wait_seconds=args.wait,
-            dispatcher_group_id=f"bench-dispatcher-{suffix}",
-            dispatcher_web_port=free_port(),
-            dispatcher_session_timeout_seconds=10,
-            openai_base_url=base_url,
-            openai_api_key="bench",  # type: ignore[arg-type]
-            log_level="INFO",
-        )
-        await ensure_topics(settings)
-        await produce_all(settings, args.requests)
-        raw_seconds, raw_cpu = await raw_consumer(settings, args.requests)
-        core_seconds, core_cpu = await core_only(settings, args.requests)
-        engines: dict[str, Any] = {}
-        for engine in args.engines.split(","):
+        yield base_url, emulator.pid
+    finally:
+        emulator.terminate()
+        emulator.wait(30)
+
+
+async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka_bootstrap_servers=bootstrap,
+        requests_topic=f"bench-requests-{suffix}",
+        batches_topic=f"bench-batches-{suffix}",
+        results_topic=f"bench-results-{suffix}",
+        dead_letters_topic=f"bench-dead-letters-{suffix}",
+        topic_partitions=args.partitions,
+        batch_max_requests=WINDOW,
+        batch_max_wait_seconds=args.wait,
+        dispatcher_group_id=f"bench-dispatcher-{suffix}",
+        dispatcher_web_port=free_port(),
+        dispatcher_session_timeout_seconds=10,
+        openai_api_key="bench",  # type: ignore[arg-type]
+        log_level="INFO",
+    )
+    await ensure_topics(settings)
+    await produce_all(settings, args.requests)
+    # The raw consumer is measured before the core-only run and after each engine's run: the
+    # baseline is the median of those samples (one 0.5 s sample moved by +-25% between runs).
+    raws = [await raw_consumer(settings, args.requests)]
+    core_seconds, core_cpu = await core_only(settings, args.requests)
+    engines: dict[str, Any] = {}
+    for engine in args.engines.split(","):
+        # each engine against a fresh emulator: one that already holds the other engine's
+        # batches (the same custom_ids) spends the second run updating its duplicate counters
+        async with emulator_at(work / f"emulator-{engine}", args.emulator_nice) as (url, pid):
             engine_settings = settings.model_copy(
                 update={
                     "dispatcher_engine": engine,
@@ -310,16 +341,17 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
                     # its own ledger: a shared one would (rightly) skip what the other engine
                     # already submitted from the same requests topic
                     "dispatcher_ledger_topic": f"bench-ledger-{engine}-{suffix}",
+                    "openai_base_url": url,
                 }
             )
             await ensure_topics(engine_settings)
             engines[engine] = await dispatcher_run(
-                engine_settings, args.requests, work / engine, emulator.pid
+                engine_settings, args.requests, work / engine, pid
             )
-        memory = await one_cut_memory(base_url, work)
-    finally:
-        emulator.terminate()
-        emulator.wait(30)
+        raws.append(await raw_consumer(settings, args.requests))
+    async with emulator_at(work / "emulator-memory", args.emulator_nice) as (url, _pid):
+        memory = await one_cut_memory(url, work)
+    raw_seconds, raw_cpu = sorted(raws)[len(raws) // 2]
     raw_rate = args.requests / raw_seconds
     for figures in engines.values():
         figures["rps"] = round(args.requests / figures["seconds"])
@@ -329,6 +361,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         "request_bytes": len(request_value(0)),
         "partitions": args.partitions,
         "raw_consumer_rps": round(raw_rate),
+        "raw_consumer_samples_rps": [round(args.requests / seconds) for seconds, _ in raws],
         "raw_consumer_cpu_seconds": round(raw_cpu, 2),
         # the same consumer + Dispatcher.handle_many, no submission (in this process)
         "core_only_rps": round(args.requests / core_seconds),

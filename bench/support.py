@@ -25,6 +25,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """``cpu_seconds`` of ``pid`` and every live descendant (e.g. the emulator's worker
+    process that validates batches)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree = {pid}
+    grew = True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return sum(cpu_seconds(p) for p in tree)
+
+
 def rss_kib(pid: int, field: str) -> int:
     """A memory figure of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``) in KiB (0 if gone)."""
     try:
