@@ -26,7 +26,7 @@ from faust.types import TP as FaustTP
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
-from services.dispatcher.agent import Dispatcher, Incoming, freeze_startup_heap
+from services.dispatcher.agent import Dispatcher, Incoming, freeze_startup_heap, keep_freed_memory
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
@@ -102,6 +102,7 @@ class Runtime:
                 self._submitter = asyncio.create_task(self.dispatcher.run_submitter())
                 self._consumer = asyncio.create_task(self._consume_chunks(self.dispatcher))
                 freeze_startup_heap()
+                keep_freed_memory()
                 log.info(
                     "dispatcher.started",
                     requests_topic=self.settings.requests_topic,

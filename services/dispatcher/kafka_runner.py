@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.dispatcher.agent import Dispatcher, freeze_startup_heap
+from services.dispatcher.agent import Dispatcher, freeze_startup_heap, keep_freed_memory
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
@@ -115,6 +115,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     ticker = asyncio.create_task(timer())
     consume = asyncio.create_task(_consume(consumer, dispatcher))
     freeze_startup_heap()
+    keep_freed_memory()
     log.info("dispatcher.started", engine="aiokafka", requests_topic=settings.requests_topic)
     try:
         done, _ = await asyncio.wait(

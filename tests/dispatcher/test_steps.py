@@ -4,6 +4,8 @@ plus the faust-streaming behaviour that made the dispatcher manage its own commi
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -454,3 +456,28 @@ def test_hot_path_validation_agrees_with_the_contract(value: bytes) -> None:
     assert accepted == isinstance(slow, Valid)
     if isinstance(slow, Valid):
         assert RequestLine.model_validate_json(slow.line) == RequestLine.model_validate_json(value)
+
+
+_REFAULT_PROBE = """
+import resource, sys
+from services.dispatcher.agent import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+kept = [bytes(1021) for _ in range(30_000)]  # a window's values (~30 MB)
+del kept
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+kept = [bytes(1021) for _ in range(30_000)]  # the next window's
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+def test_freed_window_memory_is_reused_instead_of_faulted_in_again() -> None:
+    def faults(mode: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", _REFAULT_PROBE, mode], capture_output=True, check=True
+        )
+        return int(out.stdout)
+
+    assert faults("default") > 5_000  # ~30 MB of pages given back and touched again
+    assert faults("keep") < 1_000
