@@ -335,10 +335,12 @@ class Dispatcher:
         self._consumed += len(offsets)
         max_bytes = self.windows.max_bytes
         results = [classify_fast(m.value, max_bytes) for m in msgs]
-        attempts = [_attempt(m.headers) if m.headers else 0 for m in msgs]
-        dropped, cuts = self.windows.add_run(
-            topic, partition, offsets, results, attempts if any(attempts) else None
+        attempts = (
+            [_attempt(m.headers) if m.headers else 0 for m in msgs]
+            if any(m.headers for m in msgs)
+            else None
         )
+        dropped, cuts = self.windows.add_run(topic, partition, offsets, results, attempts)
         for offset, custom_id in dropped:
             log.info("request.duplicate_dropped", custom_id=custom_id)
             self.offsets.done(tp, offset)
