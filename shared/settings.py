@@ -129,9 +129,6 @@ class Settings(BaseSettings):
     poller_http_port: int = Field(
         8001, ge=1, le=65535, description="Poller's HTTP port (/status, /healthz, /metrics)."
     )
-    max_enqueued_tokens: int | None = Field(
-        None, ge=1, description="Optional cap on estimated tokens in flight per model."
-    )
 
     # --- Dispatcher (issue 5) -------------------------------------------------------------
     dispatcher_group_id: str = Field(
@@ -167,7 +164,7 @@ class Settings(BaseSettings):
         "partitions move to the others.",
     )
     dispatcher_max_in_flight: int = Field(
-        1,
+        2,
         ge=1,
         le=16,
         description="Windows a dispatcher worker submits at once (upload + create each). Raise "
