@@ -36,6 +36,7 @@ import asyncio
 import ctypes
 import gc
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -96,6 +97,18 @@ SLICE = 500  # records handled per synchronous stretch of the consuming loop (~2
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 TRIM_THRESHOLD_BYTES = 1 << 30
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit
+
+
+GIL_SWITCH_SECONDS = 0.001
+
+
+def shorten_gil_switch() -> None:
+    """Hand the GIL between threads every 1 ms instead of 5 ms. The consuming loop is
+    CPU-bound, and the other threads wait for it at every hand-off: Faust's consumer thread
+    (its aiokafka driver fetches in a thread of its own and returns records through
+    ``call_thread``), the upload thread and the JSONL writer. Paired bench runs (3 each):
+    Faust engine 0.487 -> 0.515 of the raw consumer (medians), aiokafka engine 0.485 -> 0.524."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
 
 def keep_freed_memory() -> None:

@@ -26,7 +26,13 @@ from faust.types import TP as FaustTP
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
-from services.dispatcher.agent import Dispatcher, Incoming, freeze_startup_heap, keep_freed_memory
+from services.dispatcher.agent import (
+    Dispatcher,
+    Incoming,
+    freeze_startup_heap,
+    keep_freed_memory,
+    shorten_gil_switch,
+)
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
@@ -103,6 +109,7 @@ class Runtime:
                 self._consumer = asyncio.create_task(self._consume_chunks(self.dispatcher))
                 freeze_startup_heap()
                 keep_freed_memory()
+                shorten_gil_switch()
                 log.info(
                     "dispatcher.started",
                     requests_topic=self.settings.requests_topic,
@@ -207,7 +214,8 @@ async def _drain_bulk(consumer: Any, fetcher: Any, topic: str, deliver: Deliver)
                 if not (active is None or tp in active or tp in consumer._buffered_partitions):
                     continue
                 r_offset = read_offset[tp]
-                if r_offset is not None:
+                if r_offset is not None and chunk and chunk[0].offset < r_offset:
+                    # (ascending offsets: only a chunk that starts below it needs filtering)
                     chunk = [r for r in chunk if r.offset >= r_offset]
                 if not chunk:
                     continue

@@ -26,7 +26,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.dispatcher.agent import Dispatcher, freeze_startup_heap, keep_freed_memory
+from services.dispatcher.agent import (
+    Dispatcher,
+    freeze_startup_heap,
+    keep_freed_memory,
+    shorten_gil_switch,
+)
 from services.dispatcher.ledger import Ledger
 from services.dispatcher.metrics import Metrics
 from services.dispatcher.window import TP
@@ -116,6 +121,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     consume = asyncio.create_task(_consume(consumer, dispatcher))
     freeze_startup_heap()
     keep_freed_memory()
+    shorten_gil_switch()
     log.info("dispatcher.started", engine="aiokafka", requests_topic=settings.requests_topic)
     try:
         done, _ = await asyncio.wait(
