@@ -1,20 +1,22 @@
 """Benchmark of the dispatcher: requests/s from the requests topic to submitted batches.
 
-Run: ``.venv/bin/python bench/dispatcher.py`` (about a minute on 2 cores). In one run, on one
+Run: ``.venv/bin/python bench/dispatcher.py`` (about 30 s on 2 cores). In one run, on one
 machine and one broker (a ``LocalKafka`` started here, or ``BATCHPIPE_BENCH_KAFKA_BOOTSTRAP``),
-with the emulator in its own process (``batchpipe openai-emulator``):
+with the emulator in its own process (``batchpipe openai-emulator``, a fresh one per engine):
 
 1. ``--requests`` request lines of ~1 KB are produced to a fresh requests topic (not timed);
 2. raw: an aiokafka consumer (``make_consumer``, no group, all partitions from the start) reads
-   them all; requests/s = N / (first fetch -> last message); then "core only": the same
-   consumer handing each fetched chunk to ``Dispatcher.handle_many`` (validation, windows,
-   offsets; nothing submitted), to show what the per-request work costs next to the fetch;
+   them all; requests/s = N / (just before its first fetch -> last message). It runs before
+   the core-only run and after each engine's run; the baseline is the median of those
+   samples. "Core only": the same consumer handing each fetched chunk to
+   ``Dispatcher.handle_many`` (validation, windows, offsets; nothing submitted), to show what
+   the per-request work costs next to the fetch;
 3. dispatcher, once per engine (``--engines faust,aiokafka``; each its own group, so both read
    the same N messages): ``batchpipe dispatcher`` as a subprocess (JSON logs,
    BATCH_MAX_REQUESTS=50,000, BATCH_MAX_WAIT_SECONDS=``--wait``); the time is from its log's
    "partitions assigned" to this process reading the batch record that completes N requests
    (validate, window, write JSONL, upload, create, publish, ledger; each engine with its own
-   ledger topic).
+   ledger topic and emulator).
    Its peak RSS (VmHWM) and its RSS once started (before any request) are reported;
 4. memory of one cut: in this process, ``tracemalloc`` peak while 50,000 raw ~1 KB values
    are made (a fetch at a time), validated, windowed, cut, written as JSONL, uploaded and
