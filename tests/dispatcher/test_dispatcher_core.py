@@ -34,6 +34,25 @@ class FakeLedger:
         return self.state
 
 
+def ledger_entry(
+    dispatch_id: str, partition: int, offsets: list[int], state: str, **kw: Any
+) -> LedgerEntry:
+    """A ledger entry holding these offsets of partition ``partition`` of topic "req"."""
+    return LedgerEntry(
+        dispatch_id=dispatch_id,
+        state=state,  # type: ignore[arg-type]
+        endpoint="/v1/embeddings",
+        model="e",
+        request_count=len(offsets),
+        input_bytes=10,
+        window_opened_at=1.0,
+        coverage=coverage_of([("req", partition, o) for o in offsets]),
+        planned_at=1.0,
+        updated_at=1.0,
+        **kw,
+    )
+
+
 class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
@@ -155,19 +174,7 @@ async def test_reconcile_republishes_created_batches_and_abandons_the_rest(tmp_p
     ledger = FakeLedger()
 
     def entry(dispatch_id: str, offsets: list[int], state: str, **kw: Any) -> LedgerEntry:
-        return LedgerEntry(
-            dispatch_id=dispatch_id,
-            state=state,  # type: ignore[arg-type]
-            endpoint="/v1/embeddings",
-            model="e",
-            request_count=len(offsets),
-            input_bytes=10,
-            window_opened_at=1.0,
-            coverage=coverage_of([("req", 0, o) for o in offsets]),
-            planned_at=1.0,
-            updated_at=1.0,
-            **kw,
-        )
+        return ledger_entry(dispatch_id, 0, offsets, state, **kw)
 
     ledger.state.apply(entry("dsp_created", [0, 1], "uploaded", file_id="file-9"))
     ledger.state.apply(entry("dsp_lost", [2, 3], "planned"))
@@ -219,20 +226,7 @@ async def _outcome(
     ledger = FakeLedger()
     if covered:
         ledger.state.apply(
-            LedgerEntry(
-                dispatch_id="dsp_old",
-                state="created",
-                endpoint="/v1/chat/completions",
-                model="gpt-4o-mini",
-                request_count=len(covered),
-                input_bytes=10,
-                window_opened_at=1.0,
-                coverage=coverage_of([("req", 1, o) for o in covered]),
-                planned_at=1.0,
-                updated_at=1.0,
-                batch_id="batch-old",
-                file_id="file-old",
-            )
+            ledger_entry("dsp_old", 1, covered, "created", batch_id="batch-old", file_id="f-old")
         )
     d = Dispatcher(
         settings,
