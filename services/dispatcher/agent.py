@@ -94,12 +94,10 @@ def freeze_startup_heap() -> None:
 
 
 SLICE = 500  # records handled per synchronous stretch of the consuming loop (~2-3 ms)
+GIL_SWITCH_SECONDS = 0.001
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 TRIM_THRESHOLD_BYTES = 1 << 30
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit
-
-
-GIL_SWITCH_SECONDS = 0.001
 
 
 def shorten_gil_switch() -> None:
@@ -346,10 +344,9 @@ class Dispatcher:
         """The usual chunk: one partition's records, offsets ascending, none seen before and
         none in a dispatch of the ledger (no replay). Offsets are tracked and the ledger
         checked once for the chunk; each request is then only validated, and the chunk
-        windowed in one call (``Windows.add_run``). The
-        chunk's dead letters and cut windows are sent after that loop (the offsets tracker
-        takes ``done`` in any order). False, with nothing changed, when the chunk is not such
-        a run (``_handle_each`` takes it)."""
+        windowed in one call (``Windows.add_run``). Its dead letters and cut windows are sent
+        after that (the offsets tracker takes ``done`` in any order). False, with nothing
+        changed, when the chunk is not such a run (``_handle_each`` takes it)."""
         if not self.ready.is_set():
             await self.ready.wait()
         if is_stale():
