@@ -22,7 +22,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy --strict services shared
+	$(BIN)/mypy --strict -p batchpipe
 
 test: install kafka-jars lint typecheck  ## everything CI runs
 	$(BIN)/pytest $(PYTEST_ARGS)

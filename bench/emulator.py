@@ -59,7 +59,7 @@ def main() -> None:
         size = write_input(input_path, args.lines, args.line_bytes)
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "services.openai_emulator", "--port", "0",
+                sys.executable, "-m", "batchpipe.services.openai_emulator", "--port", "0",
                 "--data-dir", str(work / "data"), "--seed", "1",
                 "--processing-seconds", str(args.processing_seconds),
             ],

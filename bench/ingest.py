@@ -146,11 +146,11 @@ def raw_producer(
 
 
 async def _raw_producer(seconds: float, warmup: float, own_partitioner: bool) -> dict[str, Any]:
-    from services.ingest.publish import PRODUCER_OVERRIDES, encode_lines
-    from services.ingest.validate import parse_body, validate_items
-    from shared.kafka import make_producer
-    from shared.partitioner import partition_of
-    from shared.settings import load_settings
+    from batchpipe.services.ingest.publish import PRODUCER_OVERRIDES, encode_lines
+    from batchpipe.services.ingest.validate import parse_body, validate_items
+    from batchpipe.shared.kafka import make_producer
+    from batchpipe.shared.partitioner import partition_of
+    from batchpipe.shared.settings import load_settings
 
     settings = load_settings()
     # The very records ingest sends: 20 chunks of 100 request lines (distinct custom_ids).
@@ -235,7 +235,7 @@ def run_in_process(ctx: Any, target: Any, *args: Any) -> dict[str, Any]:
 
 def http_scenario(ctx: Any, name: str, env: dict[str, str] | None, items: int, args: Any) -> Any:
     """Load one server (ingest if ``env`` is given, else the bare endpoint) for one run."""
-    from shared.local_kafka import free_port
+    from batchpipe.shared.local_kafka import free_port
 
     port = free_port()
     server: Any
@@ -264,9 +264,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of raw vs ingest(100)")
     args = parser.parse_args()
 
-    from shared.kafka import ensure_topics, topic_specs
-    from shared.local_kafka import LocalKafka, free_port
-    from shared.settings import Settings, settings_env
+    from batchpipe.shared.kafka import ensure_topics, topic_specs
+    from batchpipe.shared.local_kafka import LocalKafka, free_port
+    from batchpipe.shared.settings import Settings, settings_env
 
     ctx = mp.get_context("spawn")
     broker = None

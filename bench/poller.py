@@ -44,14 +44,14 @@ sys.path.insert(0, str(ROOT))
 
 from openai import AsyncOpenAI  # noqa: E402
 
+from batchpipe.services.poller.classify import outcome_of  # noqa: E402
+from batchpipe.services.poller.produce import RecordBatcher  # noqa: E402
+from batchpipe.services.poller.results import emissions, openai_line_opener  # noqa: E402
+from batchpipe.shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
+from batchpipe.shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer  # noqa: E402
+from batchpipe.shared.local_kafka import free_port, running_kafka  # noqa: E402
+from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from bench.support import BIN, rss_kib, start_emulator, wait_http  # noqa: E402
-from services.poller.classify import outcome_of  # noqa: E402
-from services.poller.produce import RecordBatcher  # noqa: E402
-from services.poller.results import emissions, openai_line_opener  # noqa: E402
-from shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
-from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer  # noqa: E402
-from shared.local_kafka import free_port, running_kafka  # noqa: E402
-from shared.settings import Settings, settings_env  # noqa: E402
 
 
 def input_jsonl(lines: int) -> bytes:

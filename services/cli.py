@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import typer
 
-from services.config_cli import config
-from services.dev.cli import dev
-from services.dispatcher.cli import dispatcher
-from services.ingest.cli import ingest
-from services.kafka_cli import kafka, topics
-from services.openai_emulator.cli import openai_emulator
-from services.poller.cli import poller, status
-from services.results_cli import results
-from services.schema_cli import schema
-from services.submit_cli import submit
+from batchpipe.services.config_cli import config
+from batchpipe.services.dev.cli import dev
+from batchpipe.services.dispatcher.cli import dispatcher
+from batchpipe.services.ingest.cli import ingest
+from batchpipe.services.kafka_cli import kafka, topics
+from batchpipe.services.openai_emulator.cli import openai_emulator
+from batchpipe.services.poller.cli import poller, status
+from batchpipe.services.results_cli import results
+from batchpipe.services.schema_cli import schema
+from batchpipe.services.submit_cli import submit
 
 app = typer.Typer(
     name="batchpipe",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from shared.logs import configure_logging
-from shared.settings import Settings, SettingsError, load_settings
+from batchpipe.shared.logs import configure_logging
+from batchpipe.shared.settings import Settings, SettingsError, load_settings
 
 
 def settings_or_exit(service: str = "") -> Settings:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 
-from shared.settings import Settings, env_var_name
+from batchpipe.shared.settings import Settings, env_var_name
 
 
 def _shown(value: Any) -> str:
@@ -41,7 +41,7 @@ def config(
     if markdown:
         typer.echo(markdown_table(), nl=False)
         return
-    from services.cli_support import settings_or_exit
+    from batchpipe.services.cli_support import settings_or_exit
 
     settings = settings_or_exit()
     for name in Settings.model_fields:

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from services.cli_support import settings_or_exit
-from shared.settings import Settings
+from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.shared.settings import Settings
 
 DEFAULT_GROUP = "batchpipe-results-cli"
 
@@ -44,7 +44,7 @@ async def stream_results(
     """
     from aiokafka import TopicPartition
 
-    from shared.kafka import make_consumer
+    from batchpipe.shared.kafka import make_consumer
 
     topic = settings.results_topic
     tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
@@ -75,7 +75,7 @@ async def stream_results(
 
 async def topic_partitions(settings: Settings, topic: str) -> list[int]:
     """The partition ids of ``topic``; ``TopicMissing`` if the broker does not know it."""
-    from shared.kafka import make_admin
+    from batchpipe.shared.kafka import make_admin
 
     admin = make_admin(settings)
     await asyncio.wait_for(admin.start(), 30)

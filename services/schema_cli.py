@@ -18,6 +18,6 @@ class Topic(StrEnum):
 
 def schema(topic: Annotated[Topic, typer.Argument(help="Which topic's values.")]) -> None:
     """Print the JSON Schema of one topic's values (requests, batches, results, dead-letters)."""
-    from shared.contracts import json_schema
+    from batchpipe.shared.contracts import json_schema
 
     typer.echo(orjson.dumps(json_schema(topic.value), option=orjson.OPT_INDENT_2).decode())

@@ -20,10 +20,10 @@ from typing import IO, Annotated, Any
 import orjson
 import typer
 
-from services.cli_support import settings_or_exit
-from shared.contracts import RequestLine, encode, key_bytes
-from shared.request_items import DuplicateIds, ItemRefused, normalize_item
-from shared.settings import Settings
+from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.shared.contracts import RequestLine, encode, key_bytes
+from batchpipe.shared.request_items import DuplicateIds, ItemRefused, normalize_item
+from batchpipe.shared.settings import Settings
 
 # Refusals kept for the summary; beyond this only the count grows (bounded memory).
 MAX_REFUSALS_KEPT = 1000
@@ -84,7 +84,7 @@ async def submit_file(
     on_progress: Callable[[int], None] | None = None,
 ) -> SubmitSummary:
     """Validate and produce every line of ``path`` to the requests topic; see the module doc."""
-    from shared.kafka import make_producer
+    from batchpipe.shared.kafka import make_producer
 
     model = default_model or settings.default_model
     kwargs = settings.default_request_kwargs

@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
-from shared.logs import get_logger
-from shared.settings import Settings
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from openai import AsyncOpenAI, OpenAI
 
-from shared.settings import Settings, SettingsError
+from batchpipe.shared.settings import Settings, SettingsError
 
 
 def _options(settings: Settings) -> dict[str, Any]:

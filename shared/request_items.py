@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from shared.contracts import ENDPOINTS, RequestLine, is_valid_custom_id
+from batchpipe.shared.contracts import ENDPOINTS, RequestLine, is_valid_custom_id
 
 CHAT_URL: Final = "/v1/chat/completions"
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})

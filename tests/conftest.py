@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.kafka import ensure_topics, make_consumer, make_producer
-from shared.local_kafka import LocalKafka, running_kafka
-from shared.settings import Settings
+from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
+from batchpipe.shared.local_kafka import LocalKafka, running_kafka
+from batchpipe.shared.settings import Settings
 
 pytest_plugins = ["tests.fixtures_emulator"]
 

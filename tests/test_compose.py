@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from services.cli import app
+from batchpipe.services.cli import app
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"

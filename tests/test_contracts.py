@@ -8,7 +8,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from shared.contracts import (
+from batchpipe.shared.contracts import (
     ATTEMPT_HEADER,
     DEAD_LETTER_MAX_VALUE_BYTES,
     BatchRecord,
@@ -169,7 +169,7 @@ def test_each_topic_has_a_json_schema(topic: str) -> None:
 
 def test_is_valid_custom_id_agrees_with_the_request_line_schema() -> None:
     """``$`` alone matches before a trailing newline in Python's re; the schema does not."""
-    from shared.contracts import is_valid_custom_id
+    from batchpipe.shared.contracts import is_valid_custom_id
 
     for value in ["ok-1", "a" * 64, "abc\n", "a" * 65, "", "x y", "é"]:
         line = {

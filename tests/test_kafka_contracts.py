@@ -8,7 +8,7 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.contracts import (
+from batchpipe.shared.contracts import (
     BatchRecord,
     DeadLetter,
     RequestLine,
@@ -19,8 +19,8 @@ from shared.contracts import (
     encode,
     key_bytes,
 )
-from shared.kafka import ensure_topics, make_admin, topic_exists
-from shared.settings import Settings
+from batchpipe.shared.kafka import ensure_topics, make_admin, topic_exists
+from batchpipe.shared.settings import Settings
 from tests.conftest import ConsumerFactory, ProducerFactory
 from tests.support import drain
 
@@ -153,7 +153,7 @@ async def test_idempotent_producer_keeps_per_key_order(
 
 async def test_concurrent_ensure_topics_report_one_creation(settings: Settings) -> None:
     """Racing creators: one reports the creation (aiokafka returns errors, not raises)."""
-    from shared.kafka import TopicSpec
+    from batchpipe.shared.kafka import TopicSpec
 
     spec = TopicSpec(f"race-{uuid.uuid4().hex[:12]}", 3, 1, {})
     created = await asyncio.gather(*(ensure_topics(settings, [spec]) for _ in range(3)))

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.local_kafka import free_port
-from shared.openai_client import make_openai
-from shared.ops_http import ops_app, serve_in_background
-from shared.settings import Settings, SettingsError
+from batchpipe.shared.local_kafka import free_port
+from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.ops_http import ops_app, serve_in_background
+from batchpipe.shared.settings import Settings, SettingsError
 
 
 async def test_ops_routes_over_real_http() -> None:

@@ -1,4 +1,4 @@
-"""shared.partitioner: the key → partition mapping is Kafka's default partitioner's."""
+"""batchpipe.shared.partitioner: the key → partition mapping is Kafka's default partitioner's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.partitioner import murmur2, partition_of
+from batchpipe.shared.partitioner import murmur2, partition_of
 
 
 def test_murmur2_and_partition_match_aiokafka_on_edge_keys() -> None:

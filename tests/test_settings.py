@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from shared.settings import Settings, SettingsError, env_var_name, load_settings
+from batchpipe.shared.settings import Settings, SettingsError, env_var_name, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +104,7 @@ def test_env_var_names() -> None:
 def test_readme_configuration_table_is_generated_from_the_model() -> None:
     from pathlib import Path
 
-    from services.config_cli import markdown_table
+    from batchpipe.services.config_cli import markdown_table
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     start = readme.index("<!-- config-table:start -->\n") + len("<!-- config-table:start -->\n")
@@ -115,7 +115,7 @@ def test_readme_configuration_table_is_generated_from_the_model() -> None:
 def test_settings_env_round_trips_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import SecretStr
 
-    from shared.settings import settings_env
+    from batchpipe.shared.settings import settings_env
 
     original = Settings(
         kafka_bootstrap_servers="a:1,b:2",

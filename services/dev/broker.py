@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
+from batchpipe.shared.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
 
 
 def main(argv: list[str]) -> int:

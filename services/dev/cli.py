@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from services.dev.plan import (
+from batchpipe.services.dev.plan import (
     DevOptions,
     DevPlan,
     OpenAIMode,
@@ -31,7 +31,7 @@ from services.dev.plan import (
     missing_commands,
     ports_of,
 )
-from services.dev.supervisor import Child, Supervisor
+from batchpipe.services.dev.supervisor import Child, Supervisor
 
 KAFKA_READY_TIMEOUT = 600.0  # the first start may still fetch the jars with Maven
 SERVICE_READY_TIMEOUT = 60.0
@@ -73,8 +73,8 @@ async def wait_port(
 
 async def create_topics(plan: DevPlan, stop: asyncio.Event, within: float = 60.0) -> list[str]:
     """``ensure_topics`` against the dev broker, retried while it finishes starting."""
-    from shared.kafka import ensure_topics
-    from shared.settings import Settings
+    from batchpipe.shared.kafka import ensure_topics
+    from batchpipe.shared.settings import Settings
 
     settings = Settings(kafka_bootstrap_servers=plan.bootstrap)
     deadline = time.monotonic() + within
@@ -140,7 +140,7 @@ async def run_dev(plan: DevPlan, sup: Supervisor, stop: asyncio.Event) -> int:
 
 
 def _available_commands() -> list[str]:
-    from services.cli import app
+    from batchpipe.services.cli import app
 
     return [c.name for c in app.registered_commands if c.name]
 
@@ -210,7 +210,7 @@ def dev(
         )
         raise typer.Exit(2)
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    from shared.logs import configure_logging
+    from batchpipe.shared.logs import configure_logging
 
     configure_logging("WARNING", "console", service="dev")  # our own clients stay quiet
 

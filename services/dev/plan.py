@@ -137,7 +137,13 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
     processes = [
         ProcessSpec(
             "kafka",
-            (options.python, "-m", "services.dev.broker", str(options.kafka_port), kafka_dir),
+            (
+                options.python,
+                "-m",
+                "batchpipe.services.dev.broker",
+                str(options.kafka_port),
+                kafka_dir,
+            ),
             child_env,
             data_dir / "kafka",
             port=options.kafka_port,

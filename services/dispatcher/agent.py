@@ -51,9 +51,9 @@ from aiokafka.errors import KafkaError
 from openai import AsyncOpenAI, OpenAI
 from openai.types import Batch
 
-from services.dispatcher.dead_letters import Invalid, classify, classify_fast, dead_letter
-from services.dispatcher.jsonl import write_jsonl_async
-from services.dispatcher.ledger import (
+from batchpipe.services.dispatcher.dead_letters import Invalid, classify, classify_fast, dead_letter
+from batchpipe.services.dispatcher.jsonl import write_jsonl_async
+from batchpipe.services.dispatcher.ledger import (
     METADATA_KEY,
     Ledger,
     LedgerEntry,
@@ -61,10 +61,10 @@ from services.dispatcher.ledger import (
     dispatch_id_for,
     find_batches,
 )
-from services.dispatcher.metrics import Metrics
-from services.dispatcher.offsets import OffsetTracker
-from services.dispatcher.submit import Aborted, Submitter
-from services.dispatcher.token_budget import (
+from batchpipe.services.dispatcher.metrics import Metrics
+from batchpipe.services.dispatcher.offsets import OffsetTracker
+from batchpipe.services.dispatcher.submit import Aborted, Submitter
+from batchpipe.services.dispatcher.token_budget import (
     MODEL_KEY,
     TOKENS_KEY,
     enqueued_tokens,
@@ -72,10 +72,10 @@ from services.dispatcher.token_budget import (
     max_window_bytes,
     model_tag,
 )
-from services.dispatcher.window import TP, Window, Windows
-from shared.contracts import BatchRecord, attempt_from_headers, encode, key_bytes
-from shared.logs import get_logger
-from shared.settings import Settings
+from batchpipe.services.dispatcher.window import TP, Window, Windows
+from batchpipe.shared.contracts import BatchRecord, attempt_from_headers, encode, key_bytes
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

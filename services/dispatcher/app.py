@@ -26,20 +26,20 @@ from faust.types import TP as FaustTP
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
-from services.dispatcher.agent import (
+from batchpipe.services.dispatcher.agent import (
     Dispatcher,
     Incoming,
     freeze_startup_heap,
     keep_freed_memory,
     shorten_gil_switch,
 )
-from services.dispatcher.ledger import Ledger
-from services.dispatcher.metrics import Metrics
-from services.dispatcher.window import TP
-from shared.kafka import ensure_topics, faust_broker_config, make_producer
-from shared.logs import get_logger
-from shared.openai_client import make_openai, make_openai_sync
-from shared.settings import Settings, load_settings
+from batchpipe.services.dispatcher.ledger import Ledger
+from batchpipe.services.dispatcher.metrics import Metrics
+from batchpipe.services.dispatcher.window import TP
+from batchpipe.shared.kafka import ensure_topics, faust_broker_config, make_producer
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.openai_client import make_openai, make_openai_sync
+from batchpipe.shared.settings import Settings, load_settings
 
 log = get_logger(__name__)
 

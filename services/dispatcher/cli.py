@@ -9,7 +9,7 @@ partitions. SIGTERM/SIGINT stop it cleanly.
 
 from __future__ import annotations
 
-from services.cli_support import settings_or_exit
+from batchpipe.services.cli_support import settings_or_exit
 
 
 def dispatcher() -> None:
@@ -18,13 +18,13 @@ def dispatcher() -> None:
     if settings.dispatcher_engine == "aiokafka":
         import asyncio
 
-        from services.dispatcher.kafka_runner import run
+        from batchpipe.services.dispatcher.kafka_runner import run
 
         asyncio.run(run(settings))
         return
     import faust
 
-    from services.dispatcher.app import create_app
+    from batchpipe.services.dispatcher.app import create_app
 
     app = create_app(settings)
     worker = faust.Worker(

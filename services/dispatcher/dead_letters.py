@@ -32,7 +32,7 @@ from typing import Any, Final
 import orjson
 from pydantic import ValidationError
 
-from shared.contracts import (
+from batchpipe.shared.contracts import (
     CUSTOM_ID_PATTERN,
     ENDPOINTS,
     DeadLetter,

@@ -26,20 +26,20 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from services.dispatcher.agent import (
+from batchpipe.services.dispatcher.agent import (
     Dispatcher,
     freeze_startup_heap,
     keep_freed_memory,
     shorten_gil_switch,
 )
-from services.dispatcher.ledger import Ledger
-from services.dispatcher.metrics import Metrics
-from services.dispatcher.window import TP
-from shared.kafka import ensure_topics, make_consumer, make_producer
-from shared.logs import get_logger
-from shared.openai_client import make_openai, make_openai_sync
-from shared.ops_http import ops_app, serve_in_background
-from shared.settings import Settings
+from batchpipe.services.dispatcher.ledger import Ledger
+from batchpipe.services.dispatcher.metrics import Metrics
+from batchpipe.services.dispatcher.window import TP
+from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.openai_client import make_openai, make_openai_sync
+from batchpipe.shared.ops_http import ops_app, serve_in_background
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

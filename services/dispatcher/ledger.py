@@ -56,9 +56,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
-from shared.logs import get_logger
-from shared.settings import Settings
+from batchpipe.shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -30,7 +30,7 @@ import openai
 from openai import AsyncOpenAI, OpenAI
 from openai.types import Batch
 
-from shared.logs import get_logger
+from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
 

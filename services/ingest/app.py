@@ -29,15 +29,15 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
-from services.ingest.auth import ApiKeys, AuthResult
-from services.ingest.publish import Encoded, Publisher, Unavailable, encode_lines
-from services.ingest.validate import BodyError, ItemError, parse_body, validate_items
-from shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
-from shared.kafka import topic_exists
-from shared.logs import configure_logging, get_logger
-from shared.ops_http import ops_router
-from shared.request_items import ROLES
-from shared.settings import Settings, load_settings
+from batchpipe.services.ingest.auth import ApiKeys, AuthResult
+from batchpipe.services.ingest.publish import Encoded, Publisher, Unavailable, encode_lines
+from batchpipe.services.ingest.validate import BodyError, ItemError, parse_body, validate_items
+from batchpipe.shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
+from batchpipe.shared.kafka import topic_exists
+from batchpipe.shared.logs import configure_logging, get_logger
+from batchpipe.shared.ops_http import ops_router
+from batchpipe.shared.request_items import ROLES
+from batchpipe.shared.settings import Settings, load_settings
 
 log = get_logger(__name__)
 

@@ -24,15 +24,15 @@ def ingest(
     """Run the ingest service: POST /requests → the requests topic (see README, "Ingest API")."""
     import uvicorn
 
-    from services.cli_support import settings_or_exit
-    from services.ingest.app import create_app
+    from batchpipe.services.cli_support import settings_or_exit
+    from batchpipe.services.ingest.app import create_app
 
     settings = settings_or_exit("ingest")
     bind = host or settings.http_host
     if workers > 1:
         # Workers are separate processes: each builds its app (and producer) from the env.
         uvicorn.run(
-            "services.ingest.app:app_from_env",
+            "batchpipe.services.ingest.app:app_from_env",
             factory=True,
             host=bind,
             port=port,

@@ -18,11 +18,11 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 
-from shared.contracts import RequestLine, encode, key_bytes
-from shared.kafka import MAX_REQUEST_SIZE, make_producer
-from shared.logs import get_logger
-from shared.partitioner import partition_of
-from shared.settings import Settings
+from batchpipe.shared.contracts import RequestLine, encode, key_bytes
+from batchpipe.shared.kafka import MAX_REQUEST_SIZE, make_producer
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.partitioner import partition_of
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from shared.contracts import RequestLine
-from shared.request_items import ItemRefused, normalize_item, shown_names
+from batchpipe.shared.contracts import RequestLine
+from batchpipe.shared.request_items import ItemRefused, normalize_item, shown_names
 
 
 @dataclass(frozen=True, slots=True)

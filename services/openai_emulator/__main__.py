@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.openai_emulator.cli import openai_emulator
+from batchpipe.services.openai_emulator.cli import openai_emulator
 
 
 def main() -> None:

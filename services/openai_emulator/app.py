@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.openai_emulator.config import MAX_FILE_BYTES, EmulatorConfig
-from services.openai_emulator.errors import (
+from batchpipe.services.openai_emulator.config import MAX_FILE_BYTES, EmulatorConfig
+from batchpipe.services.openai_emulator.errors import (
     APIError,
     bad_request,
     batch_not_found,
@@ -32,19 +32,19 @@ from services.openai_emulator.errors import (
     missing,
     unauthorized,
 )
-from services.openai_emulator.faults import FaultInjector
-from services.openai_emulator.files import FileStorage, new_file_id
-from services.openai_emulator.lifecycle import Lifecycle
-from services.openai_emulator.objects import (
+from batchpipe.services.openai_emulator.faults import FaultInjector
+from batchpipe.services.openai_emulator.files import FileStorage, new_file_id
+from batchpipe.services.openai_emulator.lifecycle import Lifecycle
+from batchpipe.services.openai_emulator.objects import (
     batch_object,
     file_object,
     list_page,
     new_batch_id,
     present_batch,
 )
-from services.openai_emulator.store import Store
-from services.openai_emulator.uploads import FormError, read_upload_form
-from shared.logs import get_logger
+from batchpipe.services.openai_emulator.store import Store
+from batchpipe.services.openai_emulator.uploads import FormError, read_upload_form
+from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -84,9 +84,9 @@ def openai_emulator(
     ] = 1,
 ) -> None:
     """Serve a local, durable emulator of the OpenAI Files + Batches API."""
-    from services.openai_emulator.config import EmulatorConfig
-    from services.openai_emulator.runner import bind_socket, make_server
-    from shared.logs import configure_logging
+    from batchpipe.services.openai_emulator.config import EmulatorConfig
+    from batchpipe.services.openai_emulator.runner import bind_socket, make_server
+    from batchpipe.shared.logs import configure_logging
 
     try:
         config = EmulatorConfig(

@@ -21,18 +21,18 @@ from aiokafka.errors import IllegalStateError
 from fastapi import FastAPI, Response
 from openai import AsyncOpenAI
 
-from services.poller.classify import BatchOutcome
-from services.poller.poll import Follower, Tracked
-from services.poller.results import emissions, openai_line_opener
-from services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
-from services.poller.state import CrashAfter, PartitionPublisher, group_id
-from services.poller.status import PollerMetrics, status_snapshot
-from shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
-from shared.kafka import TopicSpec, ensure_topics, make_consumer, topic_exists
-from shared.logs import get_logger
-from shared.openai_client import make_openai
-from shared.ops_http import json_response, ops_router
-from shared.settings import Settings
+from batchpipe.services.poller.classify import BatchOutcome
+from batchpipe.services.poller.poll import Follower, Tracked
+from batchpipe.services.poller.results import emissions, openai_line_opener
+from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
+from batchpipe.services.poller.state import CrashAfter, PartitionPublisher, group_id
+from batchpipe.services.poller.status import PollerMetrics, status_snapshot
+from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
+from batchpipe.shared.kafka import TopicSpec, ensure_topics, make_consumer, topic_exists
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.ops_http import json_response, ops_router
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -26,7 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from shared.contracts import BatchRecord, ResultError, ResultMessage, ResultResponse, ResultStatus
+from batchpipe.shared.contracts import (
+    BatchRecord,
+    ResultError,
+    ResultMessage,
+    ResultResponse,
+    ResultStatus,
+)
 
 TERMINAL_BATCH_STATUSES: Final = frozenset({"completed", "failed", "expired", "cancelled"})
 

@@ -9,16 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from services.cli_support import settings_or_exit
+from batchpipe.services.cli_support import settings_or_exit
 
 DEFAULT_STATUS_URL = "http://127.0.0.1:8001"
 
 
 def poller() -> None:
     """Follow every batch to its end and publish one result per request, exactly once."""
-    from services.poller.app import Poller
-    from shared.ops_http import serve_in_background
-    from shared.settings import SettingsError
+    from batchpipe.services.poller.app import Poller
+    from batchpipe.shared.ops_http import serve_in_background
+    from batchpipe.shared.settings import SettingsError
 
     settings = settings_or_exit("poller")
     for chatty in ("httpx", "httpx2"):  # one INFO line per retrieve call otherwise

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import openai
 from openai import AsyncOpenAI
 
-from services.poller.classify import BatchOutcome, outcome_of
-from services.poller.schedule import RetrievePacer
-from shared.contracts import BatchRecord
-from shared.logs import get_logger
+from batchpipe.services.poller.classify import BatchOutcome, outcome_of
+from batchpipe.services.poller.schedule import RetrievePacer
+from batchpipe.shared.contracts import BatchRecord
+from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from shared.partitioner import partition_of
+from batchpipe.shared.partitioner import partition_of
 
 
 class RecordBatcher:

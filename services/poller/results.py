@@ -22,9 +22,15 @@ from typing import Any, Literal
 import orjson
 from openai import AsyncOpenAI
 
-from services.poller.classify import BatchOutcome, Classifier, Retry
-from shared.contracts import BatchRecord, ResultMessage, attempt_headers, encode, key_bytes
-from shared.logs import get_logger
+from batchpipe.services.poller.classify import BatchOutcome, Classifier, Retry
+from batchpipe.shared.contracts import (
+    BatchRecord,
+    ResultMessage,
+    attempt_headers,
+    encode,
+    key_bytes,
+)
+from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -31,12 +31,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict
 
-from services.poller.produce import RecordBatcher
-from services.poller.results import Emission
-from shared.contracts import decode, encode, key_bytes
-from shared.kafka import make_consumer, make_producer
-from shared.logs import get_logger
-from shared.settings import Settings
+from batchpipe.services.poller.produce import RecordBatcher
+from batchpipe.services.poller.results import Emission
+from batchpipe.shared.contracts import decode, encode, key_bytes
+from batchpipe.shared.kafka import make_consumer, make_producer
+from batchpipe.shared.logs import get_logger
+from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
 

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from services.poller.poll import Tracked
-from services.poller.results import Emission
+from batchpipe.services.poller.poll import Tracked
+from batchpipe.services.poller.results import Emission
 
 
 class _FollowedBatches(Collector):

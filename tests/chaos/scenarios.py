@@ -28,10 +28,10 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from shared.contracts import DeadLetter, decode
-from shared.kafka import ensure_topics, make_consumer
-from shared.local_kafka import LocalKafka, free_port
-from shared.settings import Settings
+from batchpipe.shared.contracts import DeadLetter, decode
+from batchpipe.shared.kafka import ensure_topics, make_consumer
+from batchpipe.shared.local_kafka import LocalKafka, free_port
+from batchpipe.shared.settings import Settings
 from tests.conftest import make_test_settings
 from tests.e2e.harness import Pipeline, ResultsFollower
 

@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 
-from services.results_cli import stream_results
-from shared.local_kafka import free_port
+from batchpipe.services.results_cli import stream_results
+from batchpipe.shared.local_kafka import free_port
 from tests.conftest import make_test_settings
 
 SEED = {

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
-from services.dev.plan import (
+from batchpipe.services.cli import app
+from batchpipe.services.dev.plan import (
     BOOT,
     EMULATOR_API_KEY,
     DevOptions,
@@ -39,7 +39,7 @@ def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> No
         "poller",
     ]
     kafka = plan.processes[0]
-    assert kafka.argv[:3] == ("py", "-m", "services.dev.broker")
+    assert kafka.argv[:3] == ("py", "-m", "batchpipe.services.dev.broker")
     assert str(tmp_path / "state" / "kafka" / "data") in kafka.argv
     assert kafka.port == 9092
     emulator = plan.processes[1]

@@ -1,4 +1,4 @@
-"""shared.request_items: the three accepted shapes, and each refusal's reason."""
+"""batchpipe.shared.request_items: the three accepted shapes, and each refusal's reason."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.contracts import is_valid_custom_id
-from shared.request_items import DuplicateIds, ItemRefused, new_custom_id, normalize_item
+from batchpipe.shared.contracts import is_valid_custom_id
+from batchpipe.shared.request_items import DuplicateIds, ItemRefused, new_custom_id, normalize_item
 
 KW = {"max_tokens": 1000, "temperature": 0.2}
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
-from services.results_cli import TopicMissing, result_row, stream_results
-from shared.contracts import ResultError, ResultMessage, ResultResponse, encode, key_bytes
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from batchpipe.services.cli import app
+from batchpipe.services.results_cli import TopicMissing, result_row, stream_results
+from batchpipe.shared.contracts import ResultError, ResultMessage, ResultResponse, encode, key_bytes
+from batchpipe.shared.kafka import ensure_topics
+from batchpipe.shared.settings import Settings
 from tests.cli.test_submit import env_for
 from tests.conftest import ProducerFactory, make_test_settings
 
@@ -139,7 +139,7 @@ def test_cli_prints_json_lines_and_a_table(
     asyncio.run(ensure_topics(settings))
 
     async def seed() -> None:
-        from shared.kafka import make_producer
+        from batchpipe.shared.kafka import make_producer
 
         producer = make_producer(settings, transactional_id=f"cli-{uuid.uuid4().hex}")
         await producer.start()

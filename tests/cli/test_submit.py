@@ -11,11 +11,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app
-from services.submit_cli import submit_file
-from shared.contracts import RequestLine, decode
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from batchpipe.services.cli import app
+from batchpipe.services.submit_cli import submit_file
+from batchpipe.shared.contracts import RequestLine, decode
+from batchpipe.shared.kafka import ensure_topics
+from batchpipe.shared.settings import Settings
 from tests.conftest import ConsumerFactory, make_test_settings
 from tests.support import drain
 

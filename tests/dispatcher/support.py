@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from shared.contracts import BatchRecord, attempt_headers, decode, key_bytes
-from shared.local_kafka import free_port
-from shared.openai_client import make_openai
-from shared.settings import Settings, settings_env
+from batchpipe.shared.contracts import BatchRecord, attempt_headers, decode, key_bytes
+from batchpipe.shared.local_kafka import free_port
+from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.settings import Settings, settings_env
 
 BATCHPIPE = str(Path(sys.executable).with_name("batchpipe"))
 
@@ -149,7 +149,7 @@ async def custom_ids_of(settings: Settings, records: Iterable[BatchRecord]) -> l
 
 async def committed_offsets(settings: Settings, group_id: str) -> dict[int, int]:
     """The group's committed offset of each requests partition (missing = nothing committed)."""
-    from shared.kafka import make_admin
+    from batchpipe.shared.kafka import make_admin
 
     admin = make_admin(settings)
     await admin.start()

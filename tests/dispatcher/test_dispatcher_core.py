@@ -12,10 +12,10 @@ import openai
 import orjson
 import pytest
 
-from services.dispatcher.agent import Dispatcher, Incoming
-from services.dispatcher.ledger import LedgerEntry, LedgerState, coverage_of
-from shared.contracts import BatchRecord, decode
-from shared.settings import Settings
+from batchpipe.services.dispatcher.agent import Dispatcher, Incoming
+from batchpipe.services.dispatcher.ledger import LedgerEntry, LedgerState, coverage_of
+from batchpipe.shared.contracts import BatchRecord, decode
+from batchpipe.shared.settings import Settings
 
 
 class FakeLedger:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from batchpipe.shared.kafka import ensure_topics
+from batchpipe.shared.settings import Settings
 from tests.dispatcher.support import (
     Worker,
     assert_exactly_once,

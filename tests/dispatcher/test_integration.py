@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.contracts import DeadLetter, decode
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from batchpipe.shared.contracts import DeadLetter, decode
+from batchpipe.shared.kafka import ensure_topics
+from batchpipe.shared.settings import Settings
 from tests.dispatcher.support import (
     Worker,
     assert_exactly_once,

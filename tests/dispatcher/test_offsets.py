@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from services.dispatcher.ledger import to_ranges
-from services.dispatcher.offsets import OffsetTracker
+from batchpipe.services.dispatcher.ledger import to_ranges
+from batchpipe.services.dispatcher.offsets import OffsetTracker
 
 TP = ("requests", 0)
 

@@ -18,9 +18,15 @@ import pytest
 from openai import OpenAI
 from pydantic import ValidationError
 
-from services.dispatcher.dead_letters import Invalid, Valid, classify, classify_fast, dead_letter
-from services.dispatcher.jsonl import jsonl_size, write_jsonl
-from services.dispatcher.ledger import (
+from batchpipe.services.dispatcher.dead_letters import (
+    Invalid,
+    Valid,
+    classify,
+    classify_fast,
+    dead_letter,
+)
+from batchpipe.services.dispatcher.jsonl import jsonl_size, write_jsonl
+from batchpipe.services.dispatcher.ledger import (
     LedgerEntry,
     LedgerState,
     coverage_of,
@@ -29,7 +35,7 @@ from services.dispatcher.ledger import (
     encode_entry,
     to_ranges,
 )
-from services.dispatcher.submit import (
+from batchpipe.services.dispatcher.submit import (
     UPLOAD_CHUNK,
     Aborted,
     Submitter,
@@ -38,7 +44,7 @@ from services.dispatcher.submit import (
     backoff,
     retry_after,
 )
-from shared.contracts import RequestLine
+from batchpipe.shared.contracts import RequestLine
 
 
 def req(**over: Any) -> dict[str, Any]:
@@ -371,7 +377,7 @@ def test_window_memory_is_close_to_its_jsonl_size() -> None:
     out of a fetch buffer as aiokafka does, and dropped by the consumer once handled."""
     import tracemalloc
 
-    from services.dispatcher.window import Windows
+    from batchpipe.services.dispatcher.window import Windows
 
     encoded = []
     for i in range(5000):
@@ -460,7 +466,7 @@ def test_hot_path_validation_agrees_with_the_contract(value: bytes) -> None:
 
 _REFAULT_PROBE = """
 import resource, sys
-from services.dispatcher.agent import keep_freed_memory
+from batchpipe.services.dispatcher.agent import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 kept = [bytes(1021) for _ in range(30_000)]  # a window's values (~30 MB)

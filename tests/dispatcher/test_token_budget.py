@@ -17,15 +17,15 @@ from typing import Any
 import orjson
 from openai import AsyncOpenAI, OpenAI
 
-from services.dispatcher.agent import Dispatcher
-from services.dispatcher.jsonl import write_jsonl
-from services.dispatcher.token_budget import (
+from batchpipe.services.dispatcher.agent import Dispatcher
+from batchpipe.services.dispatcher.jsonl import write_jsonl
+from batchpipe.services.dispatcher.token_budget import (
     estimate_tokens,
     max_window_bytes,
     tokens_of,
 )
-from services.dispatcher.window import Window
-from shared.settings import Settings
+from batchpipe.services.dispatcher.window import Window
+from batchpipe.shared.settings import Settings
 from tests.dispatcher.test_dispatcher_core import FakeLedger, FakeProducer
 
 MODEL = "gpt-4o-mini"

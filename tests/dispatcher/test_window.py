@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.dispatcher.window import Windows
+from batchpipe.services.dispatcher.window import Windows
 
 
 class Clock:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import httpx
 
-from shared.contracts import ResultMessage, decode
-from shared.kafka import make_consumer
-from shared.local_kafka import free_port
-from shared.settings import Settings, settings_env
+from batchpipe.shared.contracts import ResultMessage, decode
+from batchpipe.shared.kafka import make_consumer
+from batchpipe.shared.local_kafka import free_port
+from batchpipe.shared.settings import Settings, settings_env
 
-BATCHPIPE = [sys.executable, "-m", "services.cli"]
+BATCHPIPE = [sys.executable, "-m", "batchpipe.services.cli"]
 TERMINAL = {"succeeded", "failed", "expired", "cancelled"}
 
 

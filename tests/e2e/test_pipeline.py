@@ -18,8 +18,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from shared.kafka import ensure_topics
-from shared.settings import Settings
+from batchpipe.shared.kafka import ensure_topics
+from batchpipe.shared.settings import Settings
 from tests.conftest import make_test_settings
 from tests.e2e.harness import Pipeline, ResultsFollower
 

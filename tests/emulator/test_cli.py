@@ -15,7 +15,7 @@ from pathlib import Path
 from openai import OpenAI
 from typer.testing import CliRunner
 
-from services.cli import app
+from batchpipe.services.cli import app
 from tests.emulator.helpers import chat_file, create, read_jsonl, upload, wait
 
 
@@ -31,7 +31,7 @@ def test_help_lists_the_options() -> None:
 @contextmanager
 def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], OpenAI]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.openai_emulator", "--port", "0", "--seed", "5"],
+        [sys.executable, "-m", "batchpipe.services.openai_emulator", "--port", "0", "--seed", "5"],
         env=os.environ | env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

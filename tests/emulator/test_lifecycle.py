@@ -8,8 +8,8 @@ from typing import Any
 import openai
 import pytest
 
-from services.openai_emulator.config import EmulatorConfig
-from services.openai_emulator.runner import RunningEmulator, run_emulator_in_thread
+from batchpipe.services.openai_emulator.config import EmulatorConfig
+from batchpipe.services.openai_emulator.runner import RunningEmulator, run_emulator_in_thread
 from tests.emulator.helpers import (
     chat_file,
     chat_line,

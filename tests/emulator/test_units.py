@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from services.openai_emulator.config import EmulatorConfig
-from services.openai_emulator.lifecycle import Lifecycle
-from services.openai_emulator.objects import present_batch
-from services.openai_emulator.process import LineContext, process_lines, reply_text
-from services.openai_emulator.validate import validate_file, validate_lines
+from batchpipe.services.openai_emulator.config import EmulatorConfig
+from batchpipe.services.openai_emulator.lifecycle import Lifecycle
+from batchpipe.services.openai_emulator.objects import present_batch
+from batchpipe.services.openai_emulator.process import LineContext, process_lines, reply_text
+from batchpipe.services.openai_emulator.validate import validate_file, validate_lines
 from tests.emulator.helpers import chat_file, chat_line
 
 

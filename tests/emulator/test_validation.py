@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from services.openai_emulator.config import EmulatorConfig
-from services.openai_emulator.runner import RunningEmulator, run_emulator_in_thread
+from batchpipe.services.openai_emulator.config import EmulatorConfig
+from batchpipe.services.openai_emulator.runner import RunningEmulator, run_emulator_in_thread
 from tests.emulator.helpers import chat_line, client, create, jsonl, upload, wait
 
 

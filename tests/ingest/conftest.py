@@ -12,9 +12,9 @@ import pytest
 from aiokafka.structs import TopicPartition
 from fastapi import FastAPI
 
-from services.ingest.app import create_app
-from shared.kafka import make_consumer
-from shared.settings import Settings
+from batchpipe.services.ingest.app import create_app
+from batchpipe.shared.kafka import make_consumer
+from batchpipe.shared.settings import Settings
 
 SEED_CURL_BODY = b"""{
         "data": [

@@ -15,9 +15,9 @@ import httpx
 import orjson
 import pytest
 
-from shared.contracts import RequestLine, decode
-from shared.local_kafka import free_port
-from shared.settings import Settings, settings_env
+from batchpipe.shared.contracts import RequestLine, decode
+from batchpipe.shared.local_kafka import free_port
+from batchpipe.shared.settings import Settings, settings_env
 from tests.conftest import ConsumerFactory
 from tests.support import drain
 

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from services.ingest.app import create_app
-from shared.request_items import ROLES
-from shared.settings import Settings
+from batchpipe.services.ingest.app import create_app
+from batchpipe.shared.request_items import ROLES
+from batchpipe.shared.settings import Settings
 
 Ingest = tuple[FastAPI, httpx.AsyncClient]
 

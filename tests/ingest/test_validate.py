@@ -11,11 +11,11 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from services.ingest.auth import ApiKeys, AuthResult
-from services.ingest.publish import MAX_VALUE_BYTES, encode_lines
-from services.ingest.validate import ItemError, Validated, validate_body
-from shared.contracts import RequestLine, decode, is_valid_custom_id
-from shared.request_items import new_custom_id
+from batchpipe.services.ingest.auth import ApiKeys, AuthResult
+from batchpipe.services.ingest.publish import MAX_VALUE_BYTES, encode_lines
+from batchpipe.services.ingest.validate import ItemError, Validated, validate_body
+from batchpipe.shared.contracts import RequestLine, decode, is_valid_custom_id
+from batchpipe.shared.request_items import new_custom_id
 from tests.ingest.conftest import SEED_CURL_BODY
 
 KWARGS = {"max_tokens": 1000, "temperature": 0.2}

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.contracts import BatchRecord
+from batchpipe.shared.contracts import BatchRecord
 
 
 def record(

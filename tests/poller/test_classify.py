@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.poller.classify import BatchErrorInfo, BatchOutcome, Classifier, Retry
-from shared.contracts import ResultMessage
+from batchpipe.services.poller.classify import BatchErrorInfo, BatchOutcome, Classifier, Retry
+from batchpipe.shared.contracts import ResultMessage
 
 from .helpers import error_line, http_error_line, ok_line, record
 

@@ -15,8 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from shared.openai_client import make_openai
-from shared.settings import settings_env
+from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.settings import settings_env
 
 from .harness import create_batch, lines_for, poller_settings, publish_batches
 

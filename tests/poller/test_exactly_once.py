@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.openai_client import make_openai
-from shared.settings import settings_env
+from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.settings import settings_env
 from tests.support import read_until
 
 from .harness import (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from services.poller.classify import BatchOutcome
-from services.poller.results import Emission, emissions
-from shared.contracts import ATTEMPT_HEADER, ResultMessage, decode, encode
+from batchpipe.services.poller.classify import BatchOutcome
+from batchpipe.services.poller.results import Emission, emissions
+from batchpipe.shared.contracts import ATTEMPT_HEADER, ResultMessage, decode, encode
 
 from .helpers import error_line, http_error_line, memory_opener, ok_line, record, request_line
 
@@ -73,7 +73,7 @@ async def test_the_sequence_is_deterministic_for_replays() -> None:
 
 
 async def test_fast_succeeded_path_encodes_exactly_like_the_contract() -> None:
-    from services.poller.classify import Classifier
+    from batchpipe.services.poller.classify import Classifier
 
     batch = record(attempts={"a": 1})
     outcome = BatchOutcome("completed", "out", finished_at=1_700_000_400)

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.contracts import attempt_from_headers
-from shared.openai_client import make_openai
+from batchpipe.shared.contracts import attempt_from_headers
+from batchpipe.shared.openai_client import make_openai
 from tests.support import read_until
 
 from .harness import (

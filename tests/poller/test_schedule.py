@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
+from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
 
 
 class FakeClock:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.poller.poll import Tracked
-from services.poller.results import Emission
-from services.poller.state import PartitionOffsets
-from services.poller.status import PollerMetrics, status_snapshot
+from batchpipe.services.poller.poll import Tracked
+from batchpipe.services.poller.results import Emission
+from batchpipe.services.poller.state import PartitionOffsets
+from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 
 from .helpers import record
 
