@@ -264,9 +264,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of raw vs ingest(100)")
     args = parser.parse_args()
 
-    from batchpipe.shared.kafka import ensure_topics, topic_specs
+    from batchpipe.shared.kafka import ensure_topics
     from batchpipe.shared.local_kafka import LocalKafka, free_port
     from batchpipe.shared.settings import Settings, settings_env
+    from batchpipe.shared.topics import topic_specs
 
     ctx = mp.get_context("spawn")
     broker = None

@@ -48,9 +48,10 @@ from batchpipe.services.poller.classify import outcome_of  # noqa: E402
 from batchpipe.services.poller.produce import RecordBatcher  # noqa: E402
 from batchpipe.services.poller.results import emissions, openai_line_opener  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
-from batchpipe.shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer  # noqa: E402
+from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
 from batchpipe.shared.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
+from batchpipe.shared.topics import TopicSpec  # noqa: E402
 from bench.support import BIN, rss_kib, start_emulator, wait_http  # noqa: E402
 
 

@@ -76,14 +76,24 @@ def kafka(
 
 
 def topics() -> None:
-    """Create batchpipe's four topics (BATCHPIPE_*_TOPIC, BATCHPIPE_TOPIC_PARTITIONS) if missing."""
+    """Create every topic batchpipe uses, with its partitions and configs, if missing; list them.
+
+    Names from BATCHPIPE_*_TOPIC, partitions from BATCHPIPE_TOPIC_PARTITIONS (the dispatch
+    ledger has one), replication from BATCHPIPE_TOPIC_REPLICATION_FACTOR. Existing topics are
+    left as they are.
+    """
     from batchpipe.shared.kafka import ensure_topics
+    from batchpipe.shared.topics import topic_specs
 
     settings = settings_or_exit("topics")
+    specs = topic_specs(settings)
     try:
-        created = asyncio.run(ensure_topics(settings))
+        created = asyncio.run(ensure_topics(settings, specs))
     except Exception as exc:  # a CLI reports any failure in one line
         typer.secho(f"batchpipe topics: {type(exc).__name__}: {exc}", err=True, fg="red")
         raise typer.Exit(1) from None
-    for name in settings.topics:
-        typer.echo(f"{name}: {'created' if name in created else 'exists'}")
+    for spec in specs:
+        status = "created" if spec.name in created else "exists"
+        plural = "" if spec.partitions == 1 else "s"
+        configs = "".join(f", {key}={value}" for key, value in sorted(spec.config.items()))
+        typer.echo(f"{spec.name}: {status} ({spec.partitions} partition{plural}{configs})")

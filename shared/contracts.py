@@ -1,10 +1,13 @@
-"""The message contracts of batchpipe's four topics, defined once and used by every service.
+"""The message contracts of the four public topics, defined once and used by every service.
 
 - ``requests``: key ``custom_id``; value one OpenAI Batch input line (``RequestLine``);
   header ``batchpipe-attempt`` counts re-submissions (absent = 0).
 - ``batches``: key the OpenAI batch id; value ``BatchRecord``.
 - ``results``: key ``custom_id``; value ``ResultMessage``.
 - ``dead-letters``: key of the failed message; value ``DeadLetter``.
+
+The two internal topics (dispatch ledger, poller state; all six are listed in
+``shared.topics``) define their records next to the code that owns them.
 
 Values are JSON, serialised with orjson. ``encode``/``decode`` are the only (de)serialisers.
 """

@@ -5,7 +5,8 @@ connection and security settings (SASL, TLS) reach all of them the same way.
 
 - ``make_producer``: idempotent, ``acks=all``; give ``transactional_id`` for transactions.
 - ``make_consumer``: manual commits, ``read_committed`` by default.
-- ``ensure_topics``: creates batchpipe's topics if missing (idempotent).
+- ``ensure_topics``: creates the topics of the registry (``shared.topics``) that are missing,
+  or the given specs (idempotent, safe to race).
 - ``faust_broker_config``: the same settings for a Faust app.
 """
 
@@ -13,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,11 +24,9 @@ from aiokafka.helpers import create_ssl_context
 
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.settings import Settings
+from batchpipe.shared.topics import MAX_REQUEST_SIZE, TopicSpec, topic_specs
 
 log = get_logger(__name__)
-
-# Largest message batchpipe produces (a request line can carry a long prompt or images).
-MAX_REQUEST_SIZE = 4 * 1024 * 1024
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -95,50 +93,11 @@ def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_config(settings))
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    replication_factor: int
-    config: Mapping[str, str] = field(default_factory=dict)
-
-
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """batchpipe's four topics as the settings describe them."""
-    big = {"max.message.bytes": str(MAX_REQUEST_SIZE + 1024 * 1024)}
-    return [
-        TopicSpec(
-            settings.requests_topic,
-            settings.topic_partitions,
-            settings.topic_replication_factor,
-            big,
-        ),
-        TopicSpec(
-            settings.batches_topic, settings.topic_partitions, settings.topic_replication_factor
-        ),
-        TopicSpec(
-            settings.results_topic, settings.topic_partitions, settings.topic_replication_factor
-        ),
-        TopicSpec(
-            settings.dead_letters_topic,
-            settings.topic_partitions,
-            settings.topic_replication_factor,
-            big,
-        ),
-        # The poller's exactly-once progress (issue 6): one small record per batch, compacted.
-        TopicSpec(
-            settings.poller_state_topic,
-            settings.topic_partitions,
-            settings.topic_replication_factor,
-            {"cleanup.policy": "compact"},
-        ),
-    ]
-
-
 async def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] | None = None, *, connect_timeout: float = 30.0
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created. Idempotent."""
+    """Create the topics in ``specs`` (default: all of ``topic_specs``) that do not exist yet;
+    return the names created. Idempotent; a topic created meanwhile counts as existing."""
     wanted = list(specs) if specs is not None else topic_specs(settings)
     admin = make_admin(settings)
     await asyncio.wait_for(admin.start(), connect_timeout)

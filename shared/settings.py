@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     )
     log_format: LogFormat = Field("json", description="json (one object per line) or console.")
 
-    # --- Poller (issue 6): state topic and result transactions --------------------------
+    # --- Poller: state topic and result transactions -----------------------------------
     poller_state_topic: str = Field(
         "poller-state",
         min_length=1,
@@ -265,16 +265,6 @@ class Settings(BaseSettings):
         if not hosts or any(":" not in h or not h.rsplit(":", 1)[1].isdigit() for h in hosts):
             raise ValueError("must be a comma-separated list of host:port")
         return ",".join(hosts)
-
-    @property
-    def topics(self) -> tuple[str, str, str, str]:
-        """The four topics batchpipe uses, in pipeline order."""
-        return (
-            self.requests_topic,
-            self.batches_topic,
-            self.results_topic,
-            self.dead_letters_topic,
-        )
 
 
 def env_var_name(field: str) -> str:

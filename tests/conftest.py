@@ -2,8 +2,8 @@
 
 - ``kafka_bootstrap``: a real KRaft broker started for the session (``shared.local_kafka``),
   or ``BATCHPIPE_TEST_KAFKA_BOOTSTRAP`` if set. Always stopped at the end.
-- ``settings``: a ``Settings`` pointing at that broker with four fresh uuid topic names,
-  created before the test (FastStream's ``queue`` fixture habit).
+- ``settings``: a ``Settings`` pointing at that broker with fresh uuid topic names, every
+  topic of the registry created before the test (FastStream's ``queue`` fixture habit).
 - ``producer_factory`` / ``consumer_factory``: started aiokafka clients built by the shared
   helpers, stopped after the test (Quix Streams' fixture-factory habit).
 Tests that use the broker are marked ``kafka`` automatically; ``-m "not kafka"`` skips them.
@@ -73,7 +73,7 @@ def make_test_settings(bootstrap: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def settings(kafka_bootstrap: str) -> Settings:
-    """Settings with four fresh topics that exist on the broker."""
+    """Settings with fresh topics (all of ``topic_specs``) that exist on the broker."""
     test_settings = make_test_settings(kafka_bootstrap)
     await ensure_topics(test_settings)
     return test_settings

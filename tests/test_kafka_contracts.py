@@ -153,7 +153,7 @@ async def test_idempotent_producer_keeps_per_key_order(
 
 async def test_concurrent_ensure_topics_report_one_creation(settings: Settings) -> None:
     """Racing creators: one reports the creation (aiokafka returns errors, not raises)."""
-    from batchpipe.shared.kafka import TopicSpec
+    from batchpipe.shared.topics import TopicSpec
 
     spec = TopicSpec(f"race-{uuid.uuid4().hex[:12]}", 3, 1, {})
     created = await asyncio.gather(*(ensure_topics(settings, [spec]) for _ in range(3)))

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from batchpipe.shared.settings import Settings, SettingsError, env_var_name, load_settings
+from batchpipe.shared.topics import topic_names
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_match_the_issue_and_the_seed_sample() -> None:
     s = load_settings()
     assert s.kafka_bootstrap_servers == "localhost:9092"
-    assert s.topics == ("requests", "batches", "results", "dead-letters")
+    assert topic_names(s) == [
+        "requests",
+        "requests.dispatch-ledger",
+        "batches",
+        "poller-state",
+        "results",
+        "dead-letters",
+    ]
     assert s.topic_partitions == 6
     assert s.batch_max_requests == 50_000
     assert s.batch_max_bytes == 190_000_000

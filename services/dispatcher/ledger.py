@@ -56,9 +56,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
-from batchpipe.shared.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
+from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.settings import Settings
+from batchpipe.shared.topics import LEDGER_MAX_MESSAGE_BYTES, dispatcher_ledger_spec, ledger_topic
 
 log = get_logger(__name__)
 
@@ -252,10 +253,6 @@ class LedgerState:
         ]
 
 
-def ledger_topic(settings: Settings) -> str:
-    return settings.dispatcher_ledger_topic or f"{settings.requests_topic}.dispatch-ledger"
-
-
 def encode_entry(entry: LedgerEntry) -> bytes:
     return orjson.dumps(entry.model_dump(mode="json"))
 
@@ -274,14 +271,8 @@ class Ledger:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        spec = TopicSpec(
-            self.topic,
-            1,
-            self.settings.topic_replication_factor,
-            {"cleanup.policy": "compact", "max.message.bytes": str(8 * 1024 * 1024)},
-        )
-        await ensure_topics(self.settings, [spec])
-        self._producer = make_producer(self.settings, max_request_size=8 * 1024 * 1024)
+        await ensure_topics(self.settings, [dispatcher_ledger_spec(self.settings)])
+        self._producer = make_producer(self.settings, max_request_size=LEDGER_MAX_MESSAGE_BYTES)
         await self._producer.start()
 
     async def stop(self) -> None:

@@ -19,10 +19,11 @@ from typing import Any, Final
 from aiokafka import AIOKafkaProducer
 
 from batchpipe.shared.contracts import RequestLine, encode, key_bytes
-from batchpipe.shared.kafka import MAX_REQUEST_SIZE, make_producer
+from batchpipe.shared.kafka import make_producer
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.partitioner import partition_of
 from batchpipe.shared.settings import Settings
+from batchpipe.shared.topics import MAX_REQUEST_SIZE
 
 log = get_logger(__name__)
 

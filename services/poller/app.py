@@ -28,24 +28,16 @@ from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, Toke
 from batchpipe.services.poller.state import CrashAfter, PartitionPublisher, group_id
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
-from batchpipe.shared.kafka import TopicSpec, ensure_topics, make_consumer, topic_exists
+from batchpipe.shared.kafka import ensure_topics, make_consumer, topic_exists
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.openai_client import make_openai
 from batchpipe.shared.ops_http import json_response, ops_router
 from batchpipe.shared.settings import Settings
+from batchpipe.shared.topics import poller_state_spec
 
 log = get_logger(__name__)
 
 SERVICE = "poller"
-
-
-def state_topic_spec(settings: Settings) -> TopicSpec:
-    return TopicSpec(
-        settings.poller_state_topic,
-        settings.topic_partitions,
-        settings.topic_replication_factor,
-        {"cleanup.policy": "compact"},
-    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -203,7 +195,7 @@ class Poller:
         """Run until ``stopping`` is set; then stop cleanly (open transactions are aborted,
         progress already committed is kept)."""
         settings = self.settings
-        await ensure_topics(settings, [state_topic_spec(settings)])
+        await ensure_topics(settings, [poller_state_spec(settings)])
         self._state_partitions = await self._partitions_of(settings.poller_state_topic)
         consumer = make_consumer(
             settings, group_id=group_id(settings), max_poll_interval_ms=600_000

@@ -1,0 +1,87 @@
+"""Every Kafka topic batchpipe uses, with the settings it is created with: the one registry.
+
+``topic_specs`` lists all six topics in pipeline order. ``ensure_topics`` (``shared.kafka``)
+creates them from here, the services ensure the topics they own from here, and
+``batchpipe topics`` creates and lists them from here, so a topic has the same partitions and
+configs whoever created it first.
+
+- ``requests``, ``batches``, ``results``, ``dead-letters``: the pipeline's public topics
+  (contracts in ``shared.contracts``), ``BATCHPIPE_TOPIC_PARTITIONS`` partitions each.
+  ``requests`` and ``dead-letters`` carry whole request lines (a dead letter wraps one), so
+  they accept messages up to ``MAX_REQUEST_SIZE`` plus headroom for the record batch.
+- the dispatch ledger (``services.dispatcher.ledger``): compacted, ONE partition, so reading
+  it back is one ordered log; an entry carries a window's coverage ranges, hence its larger
+  message limit.
+- the poller state (``services.poller.state_topic``): compacted, one progress record per
+  batch, with as many partitions as ``batches`` (a batches partition maps to one state
+  partition, and none is shared unless the state topic was made smaller by hand).
+
+Only missing topics are created: an existing topic's partitions and configs are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from batchpipe.shared.settings import Settings
+
+# Largest message batchpipe produces (a request line can carry a long prompt or images);
+# producers' max request size and consumers' fetch sizes are set from it as well.
+MAX_REQUEST_SIZE: Final = 4 * 1024 * 1024
+# max.message.bytes of the topics that carry request lines.
+REQUEST_TOPIC_MAX_MESSAGE_BYTES: Final = MAX_REQUEST_SIZE + 1024 * 1024
+# max.message.bytes of the dispatch ledger (and its producer's max request size).
+LEDGER_MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
+
+COMPACT: Final = {"cleanup.policy": "compact"}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def ledger_topic(settings: Settings) -> str:
+    """The dispatch ledger's name: it belongs to the requests topic it deduplicates."""
+    return settings.dispatcher_ledger_topic or f"{settings.requests_topic}.dispatch-ledger"
+
+
+def _spec(settings: Settings, name: str, config: Mapping[str, str] | None = None) -> TopicSpec:
+    return TopicSpec(
+        name, settings.topic_partitions, settings.topic_replication_factor, dict(config or {})
+    )
+
+
+def dispatcher_ledger_spec(settings: Settings) -> TopicSpec:
+    return TopicSpec(
+        ledger_topic(settings),
+        1,
+        settings.topic_replication_factor,
+        {**COMPACT, "max.message.bytes": str(LEDGER_MAX_MESSAGE_BYTES)},
+    )
+
+
+def poller_state_spec(settings: Settings) -> TopicSpec:
+    return _spec(settings, settings.poller_state_topic, COMPACT)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """All of batchpipe's topics as the settings describe them, in pipeline order."""
+    big = {"max.message.bytes": str(REQUEST_TOPIC_MAX_MESSAGE_BYTES)}
+    return [
+        _spec(settings, settings.requests_topic, big),
+        dispatcher_ledger_spec(settings),
+        _spec(settings, settings.batches_topic),
+        poller_state_spec(settings),
+        _spec(settings, settings.results_topic),
+        _spec(settings, settings.dead_letters_topic, big),
+    ]
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [spec.name for spec in topic_specs(settings)]
