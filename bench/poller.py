@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from openai import AsyncOpenAI  # noqa: E402
 
 from batchpipe.services.poller.classify import outcome_of  # noqa: E402
-from batchpipe.services.poller.produce import RecordBatcher  # noqa: E402
+from batchpipe.services.poller.record_batcher import RecordBatcher  # noqa: E402
 from batchpipe.services.poller.results import emissions, openai_line_opener  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402

@@ -1,12 +1,15 @@
 """The poller process: consume ``batches``, follow each batch, publish its results exactly once.
 
-Wiring only; the logic lives in the step modules:
+The wiring of the step modules, plus reading ``batches`` records:
 
+- at start the poller ensures its state topic (``shared.topics.poller_state_spec``);
 - the ``batches`` consumer (group ``batchpipe-poller.<topic>``, read_committed, no auto
   commit) feeds ``poll.Follower``; a rebalance listener gives each assigned partition a
-  ``state.PartitionPublisher`` (transactional producer + progress) before any record is read;
+  ``publisher.PartitionPublisher`` (transactional producer + progress) before any of its
+  records is handled (records fetched earlier are read again); an unreadable record is
+  dead-lettered;
 - ``Follower`` retrieves batches at the allowed pace and, when one is finished, this module
-  streams its emissions (``results.py``) through the partition's publisher (``state.py``);
+  streams its emissions (``results.py``) through the partition's publisher;
 - ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``.
 """
 
@@ -23,9 +26,9 @@ from openai import AsyncOpenAI
 
 from batchpipe.services.poller.classify import BatchOutcome
 from batchpipe.services.poller.poll import Follower, Tracked
+from batchpipe.services.poller.publisher import CrashAfter, PartitionPublisher, group_id
 from batchpipe.services.poller.results import emissions, openai_line_opener
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
-from batchpipe.services.poller.state import CrashAfter, PartitionPublisher, group_id
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
 from batchpipe.shared.kafka import ensure_topics, make_consumer, topic_exists

@@ -8,7 +8,8 @@ and retried requests are found by streaming the input file afterwards; only the 
 custom_ids seen (at most 50,000 short strings) is kept.
 
 The order is a pure function of the (immutable) files, so a replay after a crash yields the same
-sequence and ``state.py`` can skip the first N emissions it already committed.
+sequence and the publisher (``publisher.py``) can skip the first N emissions it already
+committed.
 """
 
 from __future__ import annotations

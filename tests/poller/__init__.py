@@ -1,1 +1,1 @@
-"""Tests of the poller (issue 6)."""
+"""Tests of the poller."""

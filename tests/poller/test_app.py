@@ -1,5 +1,6 @@
-"""Every way a batch can end, on the real broker + emulator, through the official SDK: one
-terminal result (or one retry) per request, read back with a read_committed consumer."""
+"""The poller (app.py) on the real broker + emulator, through the official SDK: every way a
+batch can end gives one terminal result (or one retry) per request, read back with a
+read_committed consumer; retries up to MAX_ATTEMPTS (the test plays the dispatcher)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,42 @@ async def test_every_lifecycle_ending(
         "poller_retries_total" in metrics
         and 'poller_tokens_total{kind="input",model="gpt-4o-mini"}' in metrics
     )
+
+
+@pytest.mark.timeout(120)
+async def test_retries_carry_header_and_body_until_max_attempts(
+    kafka_bootstrap: str, emulator: Any, producer_factory: Any
+) -> None:
+    settings = await poller_settings(kafka_bootstrap, emulator, max_attempts=3)
+    client = make_openai(settings)
+    emulator.set_faults(line_failure_rate=1.0, line_failure_status=[500, 429])
+    originals = {line["custom_id"]: line for line in lines_for("r", 5)}
+    producer = await producer_factory()
+    requests = await committed_consumer(settings, settings.requests_topic)
+    results = await committed_consumer(settings, settings.results_topic)
+    async with running_poller(settings):
+        batch = await create_batch(client, list(originals.values()))
+        await publish_batches(producer, settings, [batch])
+        for attempt in (1, 2):
+            retried = await read_until(requests, lambda rs: len(rs) >= 5, timeout=30, settle=0.5)
+            assert len(retried) == 5
+            assert {attempt_from_headers(r.headers) for r in retried} == {attempt}
+            assert {r.key.decode(): orjson.loads(r.value) for r in retried} == originals
+            # Play the dispatcher: submit the retried lines again with their attempt numbers.
+            batch = await create_batch(
+                client,
+                [r.value for r in retried],
+                attempts={r.key.decode(): attempt for r in retried},
+            )
+            await publish_batches(producer, settings, [batch])
+        final = results_of(
+            await read_until(results, lambda rs: len(rs) >= 5, timeout=30, settle=1.0),
+            settings.results_topic,
+        )
+    assert sorted(r.custom_id for r in final) == sorted(originals)
+    assert {(r.status, r.attempts) for r in final} == {("failed", 3)}
+    assert all(r.error is not None and r.response is not None for r in final)
+    assert await read_until(requests, lambda rs: True, settle=0.5) == []  # no 4th attempt
+    for consumer in (requests, results):
+        await consumer.stop()
+    await client.close()

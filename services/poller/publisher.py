@@ -1,58 +1,42 @@
-"""Exactly-once publication of a batch's results: transactions, progress records, offsets.
+"""Exactly-once publication of a batch's results: one transactional producer per partition.
 
-Design (see README, "Poller / results guarantees"):
-
-- One transactional producer per assigned partition of ``batches``, with the stable
-  ``transactional_id`` ``batchpipe-poller.<batches topic>.<partition>``. Whoever owns the
-  partition next (a restart, another instance after a rebalance) starts a producer with the same
-  id, which fences the old one and aborts its open transaction.
+- Each assigned partition of ``batches`` gets a ``PartitionPublisher``: a transactional
+  producer with the stable ``transactional_id`` ``batchpipe-poller.<batches topic>.<partition>``.
+  Whoever owns the partition next (a restart, another instance after a rebalance) starts a
+  producer with the same id, which fences the old one and aborts its open transaction.
 - A batch's emissions (``results.py``: a deterministic sequence) are published in chunks of
-  ``POLLER_TXN_MAX_MESSAGES``. Each chunk is ONE transaction holding the chunk's messages and a
-  ``Progress`` record (``emitted`` = messages published so far) on the compacted state topic,
-  keyed by batch id, in the state partition that mirrors the batches partition. The last chunk's
+  ``POLLER_TXN_MAX_MESSAGES``. Each chunk is ONE transaction holding the chunk's messages and
+  the batch's ``Progress`` record on the state topic (``state_topic.py``). The last chunk's
   record says ``done`` and the same transaction commits the ``batches`` offset
   (``send_offsets_to_transaction``) up to the lowest batch of that partition still in flight.
-- On assignment the producer is started first (fencing), then the partition's state is read
-  back (read_committed) to its end: finished batches are skipped when ``batches`` replays them,
-  half-published ones resume after ``emitted``. A killed poller's half-open transaction is
-  aborted, so a ``read_committed`` consumer of ``results`` sees every custom_id exactly once.
+- On assignment the producer is started first (fencing), then the partition's progress is read
+  back to its end: finished batches are skipped when ``batches`` replays them, half-published
+  ones resume after ``emitted``. A ``read_committed`` consumer of ``results`` therefore sees
+  every custom_id exactly once.
+- Records that need no work (finished, duplicate, unreadable and dead-lettered) advance the
+  committed offset in a small transaction of their own (``commit_skipped``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, ConfigDict
 
-from batchpipe.services.poller.produce import RecordBatcher
+from batchpipe.services.poller.record_batcher import RecordBatcher
 from batchpipe.services.poller.results import Emission
-from batchpipe.shared.contracts import decode, encode, key_bytes
-from batchpipe.shared.kafka import make_consumer, make_producer
+from batchpipe.services.poller.state_topic import progress_value, read_progress, state_partition_of
+from batchpipe.shared.contracts import key_bytes
+from batchpipe.shared.kafka import make_producer
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
-
-
-class Progress(BaseModel):
-    """Value of a state-topic record (key: batch id). Internal to the poller."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", title="poller-state")
-
-    batch_id: str
-    emitted: int
-    done: bool
-    batch_status: str
-    batches_partition: int
-    batches_offset: int
-    updated_at: float
 
 
 def group_id(settings: Settings) -> str:
@@ -115,10 +99,10 @@ class PartitionPublisher:
         self.settings = settings
         self.partition = partition
         self.tp = TopicPartition(settings.batches_topic, partition)
-        self.state_partition = partition % max(1, state_partitions)
+        self.state_partition = state_partition_of(partition, state_partitions)
         self.offsets = PartitionOffsets()
-        self.progress: dict[str, int] = {}
-        self.done: set[str] = set()
+        self.progress: dict[str, int] = {}  # batch id -> emissions committed (unfinished)
+        self.done: set[str] = set()  # batches finished
         self.lock = asyncio.Lock()
         self._crash = crash
         self.producer = make_producer(
@@ -131,72 +115,13 @@ class PartitionPublisher:
 
     async def start(self) -> None:
         """Start the producer (fences older incarnations), then read back this partition's
-        state to its end."""
+        progress to its end."""
         await self.producer.start()
-        await self._load_state()
+        loaded = await read_progress(self.settings, self.partition, self.state_partition)
+        self.done, self.progress = loaded.done, loaded.emitted
 
     async def stop(self) -> None:
         await self.producer.stop()
-
-    async def _load_state(self, wait_seconds: float = 60.0) -> None:
-        tp = TopicPartition(self.settings.poller_state_topic, self.state_partition)
-        consumer = make_consumer(self.settings, group_id=None)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            deadline = time.monotonic() + wait_seconds
-            while await consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"state partition {tp} not read within {wait_seconds}s")
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                for record in batch.get(tp, []):
-                    self._apply_state(record.key, record.value)
-        finally:
-            await consumer.stop()
-        log.info(
-            "state.loaded",
-            partition=self.partition,
-            done=len(self.done),
-            in_progress=len(self.progress),
-        )
-
-    def _apply_state(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None:
-            return
-        batch_id = key.decode("utf-8", errors="replace")
-        if value is None:
-            self.done.discard(batch_id)
-            self.progress.pop(batch_id, None)
-            return
-        try:
-            record = decode(Progress, value)
-        except ValueError:
-            log.error("state.unreadable", batch_id=batch_id)
-            return
-        if record.batches_partition != self.partition:
-            return  # another batches partition sharing this state partition
-        if record.done:
-            self.done.add(batch_id)
-            self.progress.pop(batch_id, None)
-        else:
-            self.progress[batch_id] = record.emitted
-
-    def _progress_value(
-        self, batch_id: str, offset: int, emitted: int, done: bool, status: str
-    ) -> bytes:
-        return encode(
-            Progress(
-                batch_id=batch_id,
-                emitted=emitted,
-                done=done,
-                batch_status=status,
-                batches_partition=self.partition,
-                batches_offset=offset,
-                updated_at=time.time(),
-            )
-        )
 
     async def _commit(
         self,
@@ -214,7 +139,7 @@ class PartitionPublisher:
         futures.append(
             await producer.send(
                 self.settings.poller_state_topic,
-                self._progress_value(batch_id, offset, emitted, done, status),
+                progress_value(batch_id, self.partition, offset, emitted, done, status),
                 key=key_bytes(batch_id),
                 partition=self.state_partition,
             )

@@ -1,28 +1,12 @@
-"""Pure parts of state.py and status.py: offset bookkeeping, the /status document."""
+"""status.py: the /status document and the Prometheus metrics."""
 
 from __future__ import annotations
 
 from batchpipe.services.poller.poll import Tracked
 from batchpipe.services.poller.results import Emission
-from batchpipe.services.poller.state import PartitionOffsets
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 
 from .helpers import record
-
-
-def test_offsets_advance_only_past_finished_batches() -> None:
-    offsets = PartitionOffsets()
-    offsets.track(10, "a")
-    offsets.track(11, "b")
-    offsets.track(12, "c")
-    assert offsets.committable() == 10
-    assert offsets.committable(finishing=11) == 10  # b done first: a still holds the offset
-    offsets.skip(11)
-    assert offsets.committable(finishing=10) == 12
-    offsets.skip(10)
-    offsets.skip(13)  # an already-finished record, re-read on replay
-    assert offsets.committable() == 12
-    assert offsets.committable(finishing=12) == 14
 
 
 def test_status_snapshot_and_metrics() -> None:
