@@ -13,8 +13,8 @@ configs whoever created it first.
   it back is one ordered log; an entry carries a window's coverage ranges, hence its larger
   message limit.
 - the poller state (``services.poller.state_topic``): compacted, one progress record per
-  batch, with as many partitions as ``batches`` (a batches partition maps to one state
-  partition, and none is shared unless the state topic was made smaller by hand).
+  batch, with as many partitions as ``batches``, so each batches partition has a state
+  partition of its own.
 
 Only missing topics are created: an existing topic's partitions and configs are left alone.
 """

@@ -5,7 +5,7 @@ request appears in neither), the ``BatchRecord`` and what ``batches.retrieve`` s
 batch (``BatchOutcome``). The decision is either a ``ResultMessage`` (terminal) or a ``Retry``
 (re-publish the original request line to ``requests`` with ``batchpipe-attempt`` + 1).
 
-Rules (issue 6):
+Rules:
 
 - a response with a 2xx status → ``succeeded`` (with ``usage`` from the response body);
 - retryable: HTTP 429 or 5xx, ``batch_expired``, a batch ``failed`` at validation with

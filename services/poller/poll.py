@@ -2,10 +2,11 @@
 
 One loop asks the ``RetrievePacer`` (schedule.py) which batch is due and whether the global
 ``POLL_MAX_RPS`` budget allows a call, and runs at most ``POLLER_RETRIEVE_CONCURRENCY``
-retrieves at once. Transient API errors (connection errors, timeouts, 429/5xx left after the
-SDK's own retries, anything else) only reschedule the batch: a batch is never dropped. A batch
-that reached a terminal status is handed to ``on_finished``; if that fails (Kafka down, file
-download error) the batch is retried after a short backoff.
+retrieves at once. A failed retrieve (``openai.APIError``: connection errors, timeouts,
+429/5xx left after the SDK's own retries; or ``OSError``/``TimeoutError``) only reschedules the
+batch, so an API outage never drops one. A batch that reached a terminal status is handed to
+``on_finished``; if that fails (Kafka down, file download error) the batch is retried after a
+short backoff.
 """
 
 from __future__ import annotations

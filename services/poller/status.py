@@ -3,8 +3,8 @@
 ``status_snapshot`` lists each in-flight batch (model, request counts, OpenAI status, age) and
 totals; ``PollerMetrics`` holds the per-service registry: batches by status (a gauge of the
 followed batches plus a counter of finished ones), results by status, retries, input/output
-tokens by model (from each result's ``usage``) and the time from a batch finishing at OpenAI to
-its last result being committed.
+tokens by model (from each result's ``usage``), ``batches.retrieve`` calls by outcome and the
+time from a batch finishing at OpenAI to its last result being committed.
 """
 
 from __future__ import annotations
