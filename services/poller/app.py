@@ -199,7 +199,7 @@ class Poller:
         progress already committed is kept)."""
         settings = self.settings
         await ensure_topics(settings, [poller_state_spec(settings)])
-        self._state_partitions = await self._partitions_of(settings.poller_state_topic)
+        self._state_partitions = await self._partition_count(settings.poller_state_topic)
         consumer = make_consumer(
             settings, group_id=group_id(settings), max_poll_interval_ms=600_000
         )
@@ -228,7 +228,7 @@ class Poller:
             await self.client.close()
             log.info("poller.stopped")
 
-    async def _partitions_of(self, topic: str) -> int:
+    async def _partition_count(self, topic: str) -> int:
         consumer = make_consumer(self.settings, group_id=None)
         await consumer.start()
         try:
