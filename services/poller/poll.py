@@ -4,9 +4,10 @@ One loop asks the ``RetrievePacer`` (schedule.py) which batch is due and whether
 ``POLL_MAX_RPS`` budget allows a call, and runs at most ``POLLER_RETRIEVE_CONCURRENCY``
 retrieves at once. A failed retrieve (``openai.APIError``: connection errors, timeouts,
 429/5xx left after the SDK's own retries; or ``OSError``/``TimeoutError``) only reschedules the
-batch, so an API outage never drops one. A batch that reached a terminal status is handed to
-``on_finished``; if that fails (Kafka down, file download error) the batch is retried after a
-short backoff.
+batch, so an API outage never drops one; any other exception from a retrieve does the same and
+is logged as an error, so a surprise in a response delays a batch instead of orphaning it. A
+batch that reached a terminal status is handed to ``on_finished``; if that fails (Kafka down,
+file download error) the batch is retried after a short backoff.
 """
 
 from __future__ import annotations
@@ -120,6 +121,15 @@ class Follower:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _retrieve_failed(
+        self, tracked: Tracked, exc: Exception, emit: Callable[..., object]
+    ) -> None:
+        tracked.errors += 1
+        self.on_retrieve("error")
+        batch_id = tracked.record.batch_id
+        emit("batch.retrieve_failed", batch_id=batch_id, error=repr(exc)[:300])
+        self._again(batch_id, min(ERROR_BACKOFF_SECONDS, self.pacer.schedule.interval))
+
     async def _retrieve(self, batch_id: str) -> None:
         tracked = self.tracked.get(batch_id)
         try:
@@ -129,10 +139,10 @@ class Follower:
             try:
                 batch = await self.client.batches.retrieve(batch_id)
             except (openai.APIError, OSError, TimeoutError) as exc:
-                tracked.errors += 1
-                self.on_retrieve("error")
-                log.warning("batch.retrieve_failed", batch_id=batch_id, error=repr(exc)[:300])
-                self._again(batch_id, min(ERROR_BACKOFF_SECONDS, self.pacer.schedule.interval))
+                self._retrieve_failed(tracked, exc, log.warning)
+                return
+            except Exception as exc:  # not the API's answer: a bug or a response nobody foresaw
+                self._retrieve_failed(tracked, exc, log.error)
                 return
             self.on_retrieve("ok")
             tracked.status = str(batch.status)
