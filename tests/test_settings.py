@@ -114,7 +114,7 @@ def test_readme_configuration_table_is_generated_from_the_model() -> None:
 
     from batchpipe.services.config_cli import markdown_table
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     start = readme.index("<!-- config-table:start -->\n") + len("<!-- config-table:start -->\n")
     end = readme.index("<!-- config-table:end -->")
     assert readme[start:end] == markdown_table(), "run: batchpipe config --markdown"
