@@ -14,6 +14,8 @@ import pytest
 from batchpipe.services.dev.cli import run_dev
 from batchpipe.services.dev.plan import DevOptions, ProcessSpec, build_plan
 from batchpipe.services.dev.supervisor import Supervisor
+from batchpipe.shared.settings import Settings
+from batchpipe.shared.topics import topic_names
 
 # A well-behaved service: prints, then runs until SIGTERM and says goodbye.
 SERVICE = """
@@ -197,7 +199,8 @@ async def test_run_dev_starts_the_real_broker_creates_topics_and_stops_it_cleanl
     code = await asyncio.wait_for(run_dev(only_kafka, sup, stop), 150)
     await stopper
     assert code == 0, "\n".join(lines)
-    assert any("created: requests, batches, results, dead-letters" in line for line in lines)
+    every_topic = ", ".join(topic_names(Settings()))  # the registry: all six, in its order
+    assert any(f"created: {every_topic})" in line for line in lines), "\n".join(lines)
     assert sup.children[0].exits == [0]  # a clean broker shutdown, not a SIGKILL
     assert any("clean shutdown" in line for line in lines)
     assert (tmp_path / "kafka" / "data" / "log" / "meta.properties").exists()
