@@ -53,11 +53,11 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import TopicPartition  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
-from batchpipe.services.dispatcher.agent import Dispatcher  # noqa: E402
-from batchpipe.services.dispatcher.dead_letters import Valid, classify  # noqa: E402
+from batchpipe.services.dispatcher.dispatcher import Dispatcher  # noqa: E402
 from batchpipe.services.dispatcher.jsonl import write_jsonl  # noqa: E402
 from batchpipe.services.dispatcher.ledger import LedgerState  # noqa: E402
-from batchpipe.services.dispatcher.window import Windows  # noqa: E402
+from batchpipe.services.dispatcher.validate import Valid, validate  # noqa: E402
+from batchpipe.services.dispatcher.window import Window, Windows  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
 from batchpipe.shared.local_kafka import free_port, running_kafka  # noqa: E402
@@ -86,9 +86,8 @@ def request_value(i: int, size: int = 1024) -> bytes:
         },
     }
     pad = size - len(orjson.dumps(line))
-    line["body"]["messages"][0]["content"] = f"How can I learn Python? #{i} " + "x" * max(
-        0, pad - 30
-    )
+    body: Any = line["body"]
+    body["messages"][0]["content"] = f"How can I learn Python? #{i} " + "x" * max(0, pad - 30)
     return orjson.dumps(line)
 
 
@@ -128,7 +127,7 @@ async def core_only(settings: Settings, n: int) -> tuple[float, float]:
 
     dispatcher = Dispatcher(
         settings,
-        producer=None,  # type: ignore[arg-type]  # (no dead letters in this input)
+        producer=None,  # (no dead letters in this input)
         ledger=_NoLedger(),  # type: ignore[arg-type]
         client=None,  # type: ignore[arg-type]
         commit=commit,
@@ -260,19 +259,22 @@ async def one_cut_memory(base_url: str, work: Path) -> dict[str, Any]:
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     windows = Windows(max_requests=WINDOW, max_bytes=190_000_000, max_wait=3600)
-    cut = []
+    cut: list[Window] = []
     for start in range(0, WINDOW, 5000):
         fetched = [bytes(memoryview(request_value(i))) for i in range(start, start + 5000)]
         for offset, value in enumerate(fetched, start):
-            result = classify(value, 190_000_000)
+            result = validate(value, 190_000_000)
             assert isinstance(result, Valid)
-            cut += windows.add(
-                endpoint=result.endpoint,
-                model=result.model,
-                custom_id=result.custom_id,
-                line=result.line,
-                position=("requests", 0, offset),
-            ).cut
+            cut += (
+                windows.add(
+                    endpoint=result.endpoint,
+                    model=result.model,
+                    custom_id=result.custom_id,
+                    line=result.line,
+                    position=("requests", 0, offset),
+                )
+                or ()
+            )
         del fetched
     (window,) = cut
     size = window.nbytes
@@ -321,7 +323,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         dispatcher_group_id=f"bench-dispatcher-{suffix}",
         dispatcher_web_port=free_port(),
         dispatcher_session_timeout_seconds=10,
-        openai_api_key="bench",  # type: ignore[arg-type]
+        openai_api_key="bench",
         log_level="INFO",
     )
     await ensure_topics(settings)

@@ -67,8 +67,8 @@ class Settings(BaseSettings):
         6,
         ge=1,
         le=10_000,
-        description="Partitions of the new requests, batches, poller-state, results and dead-letters "
-        "topics (the dispatch ledger always has one).",
+        description="Partitions of the new requests, batches, poller-state, results and "
+        "dead-letters topics (the dispatch ledger always has one).",
     )
     topic_replication_factor: int = Field(
         1, ge=1, le=32, description="Replication factor of new topics (3 in production)."

@@ -1,24 +1,31 @@
-"""The dispatcher's Faust app: one agent over the requests topic, a timer, rebalance hooks.
+"""The Faust engine (the default): one agent over the requests topic and the rebalance hooks.
 
-Run with ``batchpipe dispatcher`` or ``faust -A services.dispatcher.app worker -l info``
+Run with ``batchpipe dispatcher`` or ``faust -A batchpipe.services.dispatcher.app worker -l info``
 (settings from ``BATCHPIPE_*``; the app id ``BATCHPIPE_DISPATCHER_GROUP_ID`` is the consumer
 group, so several workers share the partitions). Faust's web server on
-``BATCHPIPE_DISPATCHER_WEB_PORT`` serves ``/healthz``, ``/readyz`` and ``/metrics``.
+``BATCHPIPE_DISPATCHER_WEB_PORT`` serves ``/healthz``, ``/readyz`` and ``/metrics``. The worker's
+lifecycle (clients, submitter, window timer, stop) is ``worker.py``'s, as under the aiokafka
+engine.
 
 The requests topic is declared with ``acks=False``: Faust never acks or commits it; the
-``Dispatcher`` commits its own contiguous "done" watermark (see ``agent.py`` and ``offsets.py``
-for why Faust's ``take()``/ack/commit path cannot be trusted here).
+``Dispatcher`` commits its own contiguous "done" watermark (see ``commits.py`` and
+``offsets.py`` for why Faust's ``take()``/ack/commit path cannot be trusted here).
 
 Its records do not go through Faust's per-message hand-off (``_bulk_delivery``): the fetcher
 passes each partition's fetched chunk to ``Dispatcher.handle_many`` through a small queue;
 the agent only subscribes the topic.
+
+This module patches faust-streaming internals (``_drain_messages``, the worker consumer's
+isolation level, the driver's ``_commit``), written against exactly one version,
+``FAUST_VERSION``; ``create_app`` refuses to start on any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from importlib import metadata
 from typing import Any
 
 import faust
@@ -26,41 +33,46 @@ from faust.types import TP as FaustTP
 from faust.types import StreamT
 from faust.web import Request, Response, View
 
-from batchpipe.services.dispatcher.agent import (
-    Dispatcher,
-    Incoming,
-    freeze_startup_heap,
-    keep_freed_memory,
-    shorten_gil_switch,
-)
-from batchpipe.services.dispatcher.ledger import Ledger
-from batchpipe.services.dispatcher.metrics import Metrics
-from batchpipe.services.dispatcher.window import TP
-from batchpipe.shared.kafka import ensure_topics, faust_broker_config, make_producer
+from batchpipe.services.dispatcher.dispatcher import Dispatcher
+from batchpipe.services.dispatcher.records import TP, Incoming, header_items
+from batchpipe.services.dispatcher.worker import GroupTimeouts, Worker
+from batchpipe.shared.kafka import faust_broker_config
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.openai_client import make_openai, make_openai_sync
 from batchpipe.shared.settings import Settings, load_settings
 
 log = get_logger(__name__)
 
+FAUST_VERSION = "0.15.3"
 
-def _headers(raw: Any) -> list[tuple[str, bytes]]:
-    if not raw:
-        return []
-    items = raw.items() if isinstance(raw, Mapping) else raw
-    return [(str(k), bytes(v) if v is not None else b"") for k, v in items]
+
+class UnsupportedFaustVersion(RuntimeError):
+    """The installed faust-streaming is not the version this engine's patches were written
+    against."""
+
+
+def require_faust_version(installed: str | None = None) -> None:
+    """Refuse to run the Faust engine on another faust-streaming than ``FAUST_VERSION``."""
+    if installed is None:
+        try:
+            installed = metadata.version("faust-streaming")
+        except metadata.PackageNotFoundError:
+            installed = "none"
+    if installed != FAUST_VERSION:
+        raise UnsupportedFaustVersion(
+            f"the dispatcher's Faust engine needs faust-streaming=={FAUST_VERSION} (it relies "
+            f"on that version's internals), but {installed} is installed: install "
+            f"faust-streaming=={FAUST_VERSION}, or set BATCHPIPE_DISPATCHER_ENGINE=aiokafka"
+        )
 
 
 class Runtime:
-    """The dispatcher and its clients, started lazily inside Faust's event loop."""
+    """The worker, started lazily inside Faust's event loop, and its Faust-side plumbing."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.metrics = Metrics()
-        self.dispatcher: Dispatcher | None = None
+        self.worker = Worker(settings, engine="faust")
         self._lock = asyncio.Lock()
-        self._submitter: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
         # fetched chunks of the requests topic: (records, Faust generation, dispatcher generation)
         self.chunks: asyncio.Queue[tuple[list[Any], int, int]] = asyncio.Queue(maxsize=2)
@@ -90,45 +102,16 @@ class Runtime:
 
     async def get(self) -> Dispatcher:
         async with self._lock:
-            if self.dispatcher is None:
-                await ensure_topics(self.settings)
-                producer = make_producer(self.settings)
-                await producer.start()
-                ledger = Ledger(self.settings)
-                await ledger.start()
-                self.dispatcher = Dispatcher(
-                    self.settings,
-                    producer=producer,
-                    ledger=ledger,
-                    client=make_openai(self.settings),
-                    upload_client=make_openai_sync(self.settings),
-                    commit=self.commit,
-                    metrics=self.metrics,
-                )
-                self._submitter = asyncio.create_task(self.dispatcher.run_submitter())
-                self._consumer = asyncio.create_task(self._consume_chunks(self.dispatcher))
-                freeze_startup_heap()
-                keep_freed_memory()
-                shorten_gil_switch()
-                log.info(
-                    "dispatcher.started",
-                    requests_topic=self.settings.requests_topic,
-                    ledger_topic=ledger.topic,
-                    group=self.settings.dispatcher_group_id,
-                )
-            return self.dispatcher
+            dispatcher = self.worker.dispatcher
+            if dispatcher is None:
+                dispatcher = await self.worker.start(self.commit)
+                self._consumer = asyncio.create_task(self._consume_chunks(dispatcher))
+            return dispatcher
 
     async def stop(self) -> None:
-        if self._submitter is not None:
-            self._submitter.cancel()
         if self._consumer is not None:
             self._consumer.cancel()
-        if self.dispatcher is not None:
-            await self.dispatcher.producer.stop()
-            await self.dispatcher.ledger.stop()
-            await self.dispatcher.client.close()
-            if self.dispatcher.submitter.upload_client is not None:
-                self.dispatcher.submitter.upload_client.close()
+        await self.worker.stop(drain=False)
 
 
 def _read_committed_consumers() -> None:
@@ -239,8 +222,10 @@ async def _drain_bulk(consumer: Any, fetcher: Any, topic: str, deliver: Deliver)
 
 
 def create_app(settings: Settings) -> faust.App:
+    require_faust_version()
     _read_committed_consumers()
     datadir = settings.dispatcher_data_dir or tempfile.mkdtemp(prefix="batchpipe-dispatcher-")
+    timeouts = GroupTimeouts.of(settings)
     app = faust.App(
         settings.dispatcher_group_id,
         **faust_broker_config(settings),
@@ -258,10 +243,9 @@ def create_app(settings: Settings) -> faust.App:
         # Consumer._drain_messages); bigger polls and buffers help a little (see bench/README).
         broker_max_poll_records=5000,
         stream_buffer_maxsize=16384,
-        broker_session_timeout=settings.dispatcher_session_timeout_seconds,
-        broker_heartbeat_interval=max(0.5, settings.dispatcher_session_timeout_seconds / 10),
-        # Time the revocation hook may take to finish an in-flight dispatch (see agent.py).
-        broker_rebalance_timeout=300.0,
+        broker_session_timeout=timeouts.session,
+        broker_heartbeat_interval=timeouts.heartbeat,
+        broker_rebalance_timeout=timeouts.rebalance,
         producer_max_request_size=4 * 1024 * 1024,
         consumer_max_fetch_size=4 * 1024 * 1024,
     )
@@ -289,24 +273,15 @@ def create_app(settings: Settings) -> faust.App:
             def stale(generation: int | None = generation) -> bool:
                 return generation != app.consumer_generation_id
 
-            await dispatcher.handle(
-                Incoming(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    headers=_headers(message.headers),
-                ),
-                is_stale=stale,
+            record = Incoming(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                headers=header_items(message.headers),
             )
-
-    interval = max(0.05, min(1.0, settings.batch_max_wait_seconds / 4))
-
-    @app.timer(interval, name="dispatcher-window-timer")  # type: ignore[untyped-decorator]
-    async def cut_due_windows() -> None:
-        dispatcher = await runtime.get()
-        await dispatcher.tick()
+            await dispatcher.handle_many([record], is_stale=stale)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
@@ -334,8 +309,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            d = runtime.dispatcher
-            ok = d is not None and d.ready.is_set()
+            ok = runtime.worker.ready
             return self.json({"status": "ready" if ok else "not ready"}, status=200 if ok else 503)
 
     @app.page("/metrics")
@@ -345,7 +319,7 @@ def create_app(settings: Settings) -> faust.App:
 
             # aiohttp refuses a charset inside content_type, so not CONTENT_TYPE_LATEST
             return self.bytes(
-                generate_latest(runtime.metrics.registry),
+                generate_latest(runtime.worker.metrics.registry),
                 content_type="text/plain; version=0.0.4",
             )
 

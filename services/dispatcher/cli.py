@@ -1,36 +1,48 @@
-"""``batchpipe dispatcher``: run one dispatcher worker.
+"""``batchpipe dispatcher``: run one dispatcher worker (the entry point of its process).
 
-By default a Faust worker, equivalent to ``faust -A services.dispatcher.app worker -l info``
+By default a Faust worker, equivalent to ``faust -A batchpipe.services.dispatcher.app worker``
 with the settings from ``BATCHPIPE_*``; batchpipe's structured logging is kept (Faust does not
 replace it). ``BATCHPIPE_DISPATCHER_ENGINE=aiokafka`` runs the same dispatcher on a plain
 aiokafka consumer group (``kafka_runner.py``). Start several to share the requests topic's
 partitions. SIGTERM/SIGINT stop it cleanly.
+
+The process tuning (``process_tuning.py``) is applied here, once everything is imported and
+before the worker starts, because it is process-wide.
 """
 
 from __future__ import annotations
 
+import typer
+
 from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.dispatcher.process_tuning import tune_process
 
 
 def dispatcher() -> None:
-    """Window the requests topic into OpenAI batches (Faust worker; web port for health)."""
+    """Window the requests topic into provider batches (Faust worker; web port for health)."""
     settings = settings_or_exit("dispatcher")
     if settings.dispatcher_engine == "aiokafka":
         import asyncio
 
         from batchpipe.services.dispatcher.kafka_runner import run
 
+        tune_process()
         asyncio.run(run(settings))
         return
     import faust
 
-    from batchpipe.services.dispatcher.app import create_app
+    from batchpipe.services.dispatcher.app import UnsupportedFaustVersion, create_app
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except UnsupportedFaustVersion as exc:
+        typer.secho(f"batchpipe: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.lower(),
         override_logging=False,
         quiet=True,
     )
+    tune_process()
     worker.execute_from_commandline()

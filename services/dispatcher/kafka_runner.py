@@ -1,19 +1,18 @@
-"""Opt-in runner: the same ``Dispatcher`` on a plain aiokafka consumer group.
+"""The aiokafka engine: the dispatcher on a plain aiokafka consumer group (opt-in).
 
-``BATCHPIPE_DISPATCHER_ENGINE=aiokafka`` (default ``faust``). Kept as a fallback that does
-not depend on Faust internals: the Faust engine's throughput relies on ``app._bulk_delivery``
-replacing faust-streaming's per-message hand-off (two asyncio tasks per message in
-``Consumer._drain_messages``) for the requests topic. Everything that makes the dispatcher
-safe — windows, the ledger and its reconciliation, the contiguous commit watermark, the
-revocation hook — is the shared ``Dispatcher``; only the transport differs:
+``BATCHPIPE_DISPATCHER_ENGINE=aiokafka`` (default ``faust``). A fallback that does not depend on
+Faust internals; the worker's lifecycle (clients, submitter, timer, stop) is ``worker.py``'s,
+as under Faust. Only the transport is this module's:
 
-- ``getmany`` chunks (one partition's records per ``Dispatcher.handle_many`` call) instead of
-  a Faust stream; a record fetched before a revocation is dropped (the generation it was
-  fetched in is compared), the next owner reads it again;
+- ``getmany`` chunks (one partition's records per ``Dispatcher.handle_many`` call); a record
+  fetched before a revocation is dropped (the generation it was fetched in is compared), the
+  next owner reads it again;
 - aiokafka's ``ConsumerRebalanceListener`` calls ``on_revoked`` / ``on_assigned`` (eager
   protocol: every member revokes before anyone is assigned);
 - commits are ``AIOKafkaConsumer.commit(offsets)`` of the watermark;
-- ``/healthz``, ``/readyz``, ``/metrics`` are served by ``shared.ops_http`` on the web port.
+- ``/healthz``, ``/readyz``, ``/metrics`` are served by ``shared.ops_http`` on the web port;
+- on SIGTERM/SIGINT the in-flight dispatches finish and the watermark is committed before the
+  consumer leaves the group.
 """
 
 from __future__ import annotations
@@ -26,22 +25,19 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from batchpipe.services.dispatcher.agent import (
-    Dispatcher,
-    freeze_startup_heap,
-    keep_freed_memory,
-    shorten_gil_switch,
-)
-from batchpipe.services.dispatcher.ledger import Ledger
-from batchpipe.services.dispatcher.metrics import Metrics
-from batchpipe.services.dispatcher.window import TP
-from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
+from batchpipe.services.dispatcher.backoff import Backoff
+from batchpipe.services.dispatcher.dispatcher import Dispatcher
+from batchpipe.services.dispatcher.records import TP
+from batchpipe.services.dispatcher.worker import GroupTimeouts, Worker
+from batchpipe.shared.kafka import make_consumer
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.openai_client import make_openai, make_openai_sync
 from batchpipe.shared.ops_http import ops_app, serve_in_background
 from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
+
+MAX_POLL_INTERVAL_MS = 600_000
+FETCH_MAX_RECORDS = 5000
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -64,21 +60,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
-    await ensure_topics(settings)
-    metrics = Metrics()
-    producer = make_producer(settings)
-    await producer.start()
-    ledger = Ledger(settings)
-    await ledger.start()
+    timeouts = GroupTimeouts.of(settings)
     consumer: AIOKafkaConsumer = make_consumer(
         settings,
         group_id=settings.dispatcher_group_id,
-        session_timeout_ms=int(settings.dispatcher_session_timeout_seconds * 1000),
-        heartbeat_interval_ms=int(
-            max(0.5, settings.dispatcher_session_timeout_seconds / 10) * 1000
-        ),
-        rebalance_timeout_ms=300_000,
-        max_poll_interval_ms=600_000,
+        session_timeout_ms=int(timeouts.session * 1000),
+        heartbeat_interval_ms=int(timeouts.heartbeat * 1000),
+        rebalance_timeout_ms=int(timeouts.rebalance * 1000),
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )
 
     async def commit(offsets: dict[TP, int]) -> bool:
@@ -87,42 +76,20 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         )
         return True
 
-    client = make_openai(settings)
-    upload_client = make_openai_sync(settings)
-    dispatcher = Dispatcher(
-        settings,
-        producer=producer,
-        ledger=ledger,
-        client=client,
-        upload_client=upload_client,
-        commit=commit,
-        metrics=metrics,
-    )
+    worker = Worker(settings, engine="aiokafka")
+    dispatcher = await worker.start(commit)
 
     async def ready() -> bool:
-        return dispatcher.ready.is_set()
+        return worker.ready
 
     server, server_task = await serve_in_background(
-        ops_app("batchpipe dispatcher", {"consuming": ready}, metrics.registry),
+        ops_app("batchpipe dispatcher", {"consuming": ready}, worker.metrics.registry),
         settings.http_host,
         settings.dispatcher_web_port,
     )
     consumer.subscribe([settings.requests_topic], listener=_Listener(dispatcher))
     await consumer.start()
-    submitter = asyncio.create_task(dispatcher.run_submitter())
-    interval = max(0.05, min(1.0, settings.batch_max_wait_seconds / 4))
-
-    async def timer() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            await dispatcher.tick()
-
-    ticker = asyncio.create_task(timer())
-    consume = asyncio.create_task(_consume(consumer, dispatcher))
-    freeze_startup_heap()
-    keep_freed_memory()
-    shorten_gil_switch()
-    log.info("dispatcher.started", engine="aiokafka", requests_topic=settings.requests_topic)
+    consume = asyncio.create_task(_consume(consumer, dispatcher, Backoff()))
     try:
         done, _ = await asyncio.wait(
             {consume, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
@@ -131,19 +98,10 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             consume.result()  # a bug: raise it
     finally:
         consume.cancel()
-        ticker.cancel()
-        # Graceful: finish the in-flight dispatch and commit before leaving the group.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(dispatcher.on_revoked(set(dispatcher.assigned)), 60)
-        submitter.cancel()
+        await worker.stop(drain=True)
         await consumer.stop()
-        await ledger.stop()
-        await producer.stop()
-        await client.close()
-        upload_client.close()
         server.should_exit = True
         await server_task
-        log.info("dispatcher.stopped")
 
 
 def _dump_tasks() -> None:
@@ -156,15 +114,15 @@ def _dump_tasks() -> None:
         log.warning("dispatcher.task_stack", task=task.get_name(), stack=out.getvalue())
 
 
-async def _consume(consumer: AIOKafkaConsumer, dispatcher: Dispatcher) -> None:
+async def _consume(consumer: AIOKafkaConsumer, dispatcher: Dispatcher, backoff: Backoff) -> None:
     attempt = 0
     while True:
         try:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            batch = await consumer.getmany(timeout_ms=500, max_records=FETCH_MAX_RECORDS)
             attempt = 0
         except KafkaError as exc:
             log.warning("kafka.fetch_retry", attempt=attempt, error=repr(exc))
-            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+            await backoff.sleep(attempt)
             attempt += 1
             continue
         generation = dispatcher.generation

@@ -56,6 +56,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
+from batchpipe.services.dispatcher.records import TP, Position
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.settings import Settings
@@ -65,8 +66,6 @@ log = get_logger(__name__)
 
 State = Literal["planned", "uploaded", "created", "published", "abandoned"]
 UNFINISHED: frozenset[str] = frozenset({"planned", "uploaded", "created"})
-TP = tuple[str, int]
-Position = tuple[str, int, int]
 METADATA_KEY = "batchpipe_dispatch_id"
 
 

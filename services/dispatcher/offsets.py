@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-TP = tuple[str, int]
+from batchpipe.services.dispatcher.records import TP
 
 
 class _Partition:
@@ -129,6 +129,10 @@ class OffsetTracker:
         if tp is None:
             parts = list(self._parts.values())
         return sum(len(p.pending) for p in parts)
+
+    def partitions(self) -> set[TP]:
+        """Every partition with tracked offsets."""
+        return set(self._parts)
 
     def forget(self, tps: Iterable[TP]) -> None:
         """Drop partitions (revoked): their next owner starts from the committed offset."""

@@ -22,11 +22,20 @@ workers checking at the same moment may both submit: the budget is a guard, not 
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Final
 
+import openai
 from openai import AsyncOpenAI
 from openai.types import Batch
+
+from batchpipe.services.dispatcher.backoff import Backoff
+from batchpipe.services.dispatcher.metrics import Metrics
+from batchpipe.shared.logs import get_logger
+
+log = get_logger(__name__)
 
 BYTES_PER_TOKEN: Final = 4
 TOKENS_KEY: Final = "batchpipe_est_tokens"
@@ -75,3 +84,95 @@ async def enqueued_tokens(client: AsyncOpenAI, model: str, now: float | None = N
             break
         total += tokens_of(batch, model)
     return total
+
+
+class TokenBudget:
+    """One worker's side of the budget: waits a window until it fits, and counts the windows
+    that passed the check but whose batch is not created yet (so not in the listing), which
+    the listing cannot show and concurrent dispatches would otherwise miss."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        *,
+        budget: int | None,
+        check_seconds: float,
+        metrics: Metrics,
+        backoff: Backoff,
+    ) -> None:
+        self.client = client
+        self.budget = budget
+        self.check_seconds = check_seconds
+        self.metrics = metrics
+        self.backoff = backoff
+        self._lock = asyncio.Lock()
+        # dispatch id -> (model, tokens) of windows past the check, not created yet; and
+        # their sum per model
+        self._held: dict[str, tuple[str, int]] = {}
+        self._pending: dict[str, int] = {}
+
+    async def wait(
+        self, dispatch_id: str, model: str, input_bytes: int, aborting: Callable[[], bool]
+    ) -> bool:
+        """Wait until this window's estimated tokens fit next to the model's batches that
+        have not ended and this worker's held windows. True once it fits (at once without a
+        budget); False if ``aborting()`` (revocation) turns true meanwhile."""
+        budget = self.budget
+        if budget is None or dispatch_id in self._held:
+            return True
+        needed = estimate_tokens(input_bytes)
+        enqueued: int | None
+        waiting = False
+        attempt = 0
+        try:
+            while not aborting():
+                async with self._lock:  # one check at a time: none misses another
+                    # read before the listing: a window created meanwhile is then counted
+                    # twice (safe), never missed
+                    held = self._pending.get(model, 0)
+                    try:
+                        enqueued = held + await enqueued_tokens(self.client, model)
+                    except (openai.APIError, OSError) as exc:
+                        log.warning("dispatch.token_budget_check_failed", error=repr(exc))
+                        enqueued = None
+                    fits = enqueued is not None and enqueued + needed <= budget
+                    if fits:
+                        self._held[dispatch_id] = (model, needed)
+                        self._pending[model] = self._pending.get(model, 0) + needed
+                if enqueued is None:
+                    await self.backoff.sleep(attempt)
+                    attempt += 1
+                    continue
+                if fits:
+                    if waiting:
+                        log.info(
+                            "dispatch.token_budget_free",
+                            dispatch_id=dispatch_id,
+                            enqueued=enqueued,
+                            tokens=needed,
+                        )
+                    return True
+                if not waiting:
+                    waiting = True
+                    self.metrics.token_waits.inc()
+                    self.metrics.token_waiting.inc()
+                    log.info(
+                        "dispatch.token_budget_wait",
+                        dispatch_id=dispatch_id,
+                        model=model,
+                        enqueued=enqueued,
+                        tokens=needed,
+                        budget=budget,
+                    )
+                await asyncio.sleep(self.check_seconds)
+            return False
+        finally:
+            if waiting:
+                self.metrics.token_waiting.dec()
+
+    def release(self, dispatch_id: str) -> None:
+        """The window's batch now exists (it is in the listing) or never will."""
+        held = self._held.pop(dispatch_id, None)
+        if held is not None:
+            model, tokens = held
+            self._pending[model] -= tokens

@@ -1,6 +1,6 @@
 """Windowing: group valid request lines into batches, one open window per (endpoint, model).
 
-Pure and synchronous (no Kafka, no I/O): the agent feeds it lines, the timer asks it for due
+Pure and synchronous (no Kafka, no I/O): the intake feeds it lines, the timer asks it for due
 windows, and it hands back ``Window`` objects that are ready to submit. A window is cut when
 
 - it holds ``max_requests`` lines (OpenAI allows at most 50,000),
@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from batchpipe.services.dispatcher.records import TP, Position
+
 GroupKey = tuple[str, str]  # (endpoint, model)
-TP = tuple[str, int]  # (topic, partition)
-Position = tuple[str, int, int]  # (topic, partition, offset)
 CutReason = Literal["count", "bytes", "time", "flush"]
 Clock = Callable[[], float]
 
@@ -80,12 +80,6 @@ class Window:
         self.lines = []
 
 
-@dataclass(frozen=True, slots=True)
-class AddResult:
-    cut: list[Window]
-    duplicate: bool = False
-
-
 class Windows:
     """The open windows, keyed by (endpoint, model)."""
 
@@ -117,22 +111,6 @@ class Windows:
 
     def add(
         self,
-        *,
-        endpoint: str,
-        model: str,
-        custom_id: str,
-        line: bytes,
-        position: Position,
-        attempt: int = 0,
-    ) -> AddResult:
-        """Add one encoded line; return the windows this cut (0, 1 or 2) or a duplicate flag."""
-        cut = self.add_line(endpoint, model, custom_id, line, position, attempt)
-        if cut is None:
-            return AddResult(cut=[], duplicate=True)
-        return AddResult(cut=list(cut))
-
-    def add_line(
-        self,
         endpoint: str,
         model: str,
         custom_id: str,
@@ -140,8 +118,8 @@ class Windows:
         position: Position,
         attempt: int = 0,
     ) -> Sequence[Window] | None:
-        """``add`` for the hot path: the windows this cut (usually an empty tuple, no object
-        built), or None for a duplicate."""
+        """Add one request's line: the windows this cut (0, 1 or 2; usually an empty tuple,
+        no object built), or None for a duplicate (dropped and counted)."""
         size = len(line) + 1
         if size > self.max_bytes:
             raise ValueError(f"line of {size} bytes exceeds max_bytes={self.max_bytes}")
@@ -174,7 +152,7 @@ class Windows:
             cut = [*cut, self._cut(key, "count")]
         return cut
 
-    def add_run(
+    def add_chunk(
         self,
         topic: str,
         partition: int,
@@ -182,10 +160,10 @@ class Windows:
         lines: Sequence[tuple[str, str, str, bytes] | object],
         attempts: Sequence[int] | None = None,
     ) -> tuple[list[tuple[int, str]], list[Window]]:
-        """``add_line`` for a fetched chunk of one partition: ``lines[i]`` is the
+        """``add`` for a fetched chunk of one partition: ``lines[i]`` is the
         ``(custom_id, endpoint, model, line)`` of ``offsets[i]``, or anything else (not a
         tuple: an invalid request) to skip. Same windows, cuts and duplicates as calling
-        ``add_line`` for each in turn, with the group's window looked up only when the group
+        ``add`` for each in turn, with the group's window looked up only when the group
         changes. Returns the dropped duplicates ``(offset, custom_id)`` and the cut windows,
         in order."""
         duplicates: list[tuple[int, str]] = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections import defaultdict
+from types import SimpleNamespace
 
 from batchpipe.services.dispatcher.ledger import to_ranges
 from batchpipe.services.dispatcher.offsets import OffsetTracker
@@ -88,3 +90,34 @@ def test_done_ranges_matches_done_one_by_one() -> None:
             assert by_range.watermark(TP) == one_by_one.watermark(TP)
             assert by_range.pending_count() == one_by_one.pending_count()
         assert by_range.committable() == {TP: len(offsets)}
+
+
+# --- why faust acks are off for the requests topic ---------------------------------------
+
+
+def faust_new_offset(acked: list[int], committed: int | None) -> int | None:
+    """Run faust-streaming's own Consumer._new_offset on a minimal consumer state."""
+    from faust.transport.consumer import Consumer
+
+    fake = SimpleNamespace(
+        _acked={"tp": list(acked)},
+        _gap=defaultdict(_EmptyTree),
+        _committed_offset={"tp": committed},
+        _acked_index=defaultdict(set),
+    )
+    result: int | None = Consumer._new_offset(fake, "tp")  # type: ignore[arg-type]
+    return result
+
+
+class _EmptyTree:
+    def __bool__(self) -> bool:
+        return False
+
+
+def test_faust_commits_past_an_unacked_offset() -> None:
+    """Documented faust-streaming 0.15 behaviour the dispatcher must not rely on: acked
+    offsets that are not contiguous with the committed one are still committed."""
+    # nothing committed yet for the partition: 0..4 buffered (unacked), 5..9 acked
+    assert faust_new_offset(list(range(5, 10)), None) == 10
+    # committed = 10 (next to read), offset 10 unacked, 11..12 acked: off by one
+    assert faust_new_offset([11, 12], 10) == 13

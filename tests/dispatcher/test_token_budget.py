@@ -12,12 +12,12 @@ import asyncio
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from openai import AsyncOpenAI, OpenAI
 
-from batchpipe.services.dispatcher.agent import Dispatcher
+from batchpipe.services.dispatcher.dispatcher import Dispatcher
 from batchpipe.services.dispatcher.jsonl import write_jsonl
 from batchpipe.services.dispatcher.token_budget import (
     estimate_tokens,
@@ -26,7 +26,7 @@ from batchpipe.services.dispatcher.token_budget import (
 )
 from batchpipe.services.dispatcher.window import Window
 from batchpipe.shared.settings import Settings
-from tests.dispatcher.test_dispatcher_core import FakeLedger, FakeProducer
+from tests.dispatcher.fakes import FakeLedger, FakeProducer
 
 MODEL = "gpt-4o-mini"
 LINES = 200
@@ -77,7 +77,7 @@ async def submit_directly(client: AsyncOpenAI, w: Window, tmp_path: Path) -> str
     with path.open("rb") as f:
         uploaded = await client.files.create(file=(path.name, f), purpose="batch")
     batch = await client.batches.create(
-        input_file_id=uploaded.id, endpoint=w.endpoint, completion_window="24h"
+        input_file_id=uploaded.id, endpoint=cast(Any, w.endpoint), completion_window="24h"
     )
     return batch.id
 
@@ -93,7 +93,7 @@ def make_dispatcher(
         dispatcher_token_check_seconds=0.1,
         dispatcher_max_in_flight=max_in_flight,
         openai_base_url=emulator.base_url,
-        openai_api_key=emulator.api_key,  # type: ignore[arg-type]
+        openai_api_key=emulator.api_key,
     )
 
     async def commit(offsets: dict[Any, int]) -> bool:
@@ -101,7 +101,7 @@ def make_dispatcher(
 
     return Dispatcher(
         settings,
-        producer=FakeProducer(),  # type: ignore[arg-type]
+        producer=FakeProducer(),
         ledger=FakeLedger(),  # type: ignore[arg-type]
         client=AsyncOpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
         upload_client=OpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
@@ -189,7 +189,7 @@ async def test_concurrent_dispatches_share_the_budget(
 
 
 async def wait_until_sent(d: Dispatcher, count: int, timeout: float) -> None:
-    producer: FakeProducer = d.producer  # type: ignore[assignment]
+    producer: FakeProducer = d.producer
     async with asyncio.timeout(timeout):
         while len(producer.sent) < count:
             await asyncio.sleep(0.05)
@@ -202,7 +202,7 @@ async def test_waiting_for_the_budget_is_abandoned_on_revocation(
     waiting = asyncio.create_task(d.dispatch(window(LINES)))
     await asyncio.sleep(0.5)
     assert not waiting.done()
-    d._aborting = True  # what on_revoked sets while the in-flight dispatch finishes
+    d.aborting = True  # what on_revoked sets while the in-flight dispatch finishes
     assert await asyncio.wait_for(waiting, 5) is None
     ledger: FakeLedger = d.ledger  # type: ignore[assignment]
     assert ledger.writes[-1].state == "abandoned"
@@ -219,7 +219,7 @@ def test_windows_are_cut_at_the_budget_and_estimates_count_only_live_batches(
     s = Settings(dispatcher_max_enqueued_tokens=1000, dispatcher_data_dir=tmp_path)
     d = Dispatcher(
         s,
-        producer=FakeProducer(),  # type: ignore[arg-type]
+        producer=FakeProducer(),
         ledger=FakeLedger(),  # type: ignore[arg-type]
         client=SimpleNamespace(),  # type: ignore[arg-type]
         commit=lambda _: asyncio.sleep(0, True),

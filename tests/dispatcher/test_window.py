@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 
-from batchpipe.services.dispatcher.window import Windows
+from batchpipe.services.dispatcher.window import Window, Windows
 
 
 class Clock:
@@ -29,15 +30,16 @@ def make(**kw: object) -> tuple[Windows, Clock]:
     return Windows(clock=clock, wall_clock=clock, **values), clock  # type: ignore[arg-type]
 
 
-def add(w: Windows, cid: str, model: str = "m", offset: int = 0, size: int = 0) -> list:
-    res = w.add(
+def add(w: Windows, cid: str, model: str = "m", offset: int = 0, size: int = 0) -> list[Window]:
+    cut = w.add(
         endpoint="/v1/chat/completions",
         model=model,
         custom_id=cid,
         line=line(cid, size),
         position=("t", 0, offset),
     )
-    return res.cut
+    assert cut is not None, "not a duplicate"
+    return list(cut)
 
 
 def test_count_cut_keeps_positions() -> None:
@@ -123,13 +125,20 @@ def test_duplicate_custom_id_in_window_dropped_and_counted() -> None:
         line=line("a"),
         position=("t", 0, 1),
     )
-    assert res.duplicate and res.cut == []
+    assert res is None  # a duplicate: dropped, nothing cut
     assert w.duplicates == 1
     assert len(w) == 1
     # the same custom_id in another group is not a duplicate of this window
-    assert not w.add(
-        endpoint="/v1/embeddings", model="m", custom_id="a", line=line("a"), position=("t", 0, 2)
-    ).duplicate
+    assert (
+        w.add(
+            endpoint="/v1/embeddings",
+            model="m",
+            custom_id="a",
+            line=line("a"),
+            position=("t", 0, 2),
+        )
+        is not None
+    )
 
 
 def test_attempts_kept_for_resubmissions() -> None:
@@ -148,7 +157,8 @@ def test_attempts_kept_for_resubmissions() -> None:
         custom_id="b",
         line=line("b"),
         position=("t", 0, 1),
-    ).cut
+    )
+    assert cut is not None
     assert cut[0].attempts == {"a": 2}
 
 
@@ -181,10 +191,10 @@ def test_drop_partitions() -> None:
     assert left.custom_ids == {"a"} and left.nbytes == len(line("a")) + 1
 
 
-def test_add_run_is_add_line_for_each_line_in_turn() -> None:
+def test_add_chunk_is_add_for_each_line_in_turn() -> None:
     """Random chunks (two endpoints, three models, repeated custom_ids, invalid entries,
-    attempts, count and bytes cuts, windows left open between chunks): ``add_run`` gives the
-    same windows, cuts, duplicates and open windows as ``add_line`` per line."""
+    attempts, count and bytes cuts, windows left open between chunks): ``add_chunk`` gives
+    the same windows, cuts, duplicates and open windows as ``add`` per line."""
     rng = random.Random(3)
     for _ in range(100):
         limits = {"max_requests": rng.randrange(1, 6), "max_bytes": rng.randrange(60, 400)}
@@ -212,17 +222,17 @@ def test_add_run_is_add_line_for_each_line_in_turn() -> None:
                     )
                 )
             expected_dups: list[tuple[int, str]] = []
-            expected_cuts = []
+            expected_cuts: list[Window] = []
             for o, item, attempt in zip(offsets, items, attempts, strict=True):
                 if not isinstance(item, tuple):
                     continue
                 cid, endpoint, model, value = item
-                cut = by_line.add_line(endpoint, model, cid, value, ("t", 4, o), attempt)
+                cut = by_line.add(endpoint, model, cid, value, ("t", 4, o), attempt)
                 if cut is None:
                     expected_dups.append((o, cid))
                 else:
                     expected_cuts.extend(cut)
-            dups, cuts = by_run.add_run("t", 4, offsets, items, attempts)
+            dups, cuts = by_run.add_chunk("t", 4, offsets, items, attempts)
             assert dups == expected_dups
             assert [_shape(w) for w in cuts] == [_shape(w) for w in expected_cuts]
             assert [_shape(w) for w in by_run.open_windows] == [
@@ -242,3 +252,50 @@ def _shape(w: Any) -> tuple[Any, ...]:
         w.nbytes,
         w.cut_reason,
     )
+
+
+def test_window_memory_is_close_to_its_jsonl_size() -> None:
+    """A window holds each request once, exact-size: the consumed value itself, or its
+    re-encoding copied out of orjson's over-allocated buffer (here every other request lacks
+    ``method`` and is re-encoded). The values are "consumed" inside the traced region, sliced
+    out of a fetch buffer as aiokafka does, and dropped by the consumer once handled."""
+    import tracemalloc
+
+    from batchpipe.services.dispatcher.validate import Valid, validate
+
+    encoded = []
+    for i in range(5000):
+        request: dict[str, Any] = {
+            "custom_id": f"m-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "m", "input": "x" * 900},
+        }
+        if i % 2:
+            del request["method"]
+        encoded.append(orjson.dumps(request))
+    fetched = b"".join(encoded)
+    bounds = []
+    start = 0
+    for value in encoded:
+        bounds.append((start, start + len(value)))
+        start += len(value)
+    del encoded
+    tracemalloc.start()
+    try:
+        windows = Windows(max_requests=50_000, max_bytes=10**8, max_wait=60)
+        for i, (start, end) in enumerate(bounds):
+            result = validate(fetched[start:end], 10**8)
+            assert isinstance(result, Valid)
+            windows.add(
+                endpoint=result.endpoint,
+                model=result.model,
+                custom_id=result.custom_id,
+                line=result.line,
+                position=("t", 0, i),
+            )
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    (window,) = windows.flush()
+    assert 1.0 * window.nbytes < used < 1.6 * window.nbytes, (used, window.nbytes)

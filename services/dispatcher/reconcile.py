@@ -1,0 +1,71 @@
+"""After a rebalance: settle every unfinished dispatch of the newly assigned partitions.
+
+A worker that died mid-dispatch left a ledger entry in ``planned``, ``uploaded`` or
+``created``. Before its partitions are consumed again, the new owner asks the provider for the
+batches carrying those dispatch ids (``find_batches``, by metadata; by batch id when the entry
+has one): a batch that exists has its record re-published and the entry marked ``published``
+(so its requests are skipped on replay); a dispatch with no batch is marked ``abandoned`` (its
+requests are windowed again). Reconciliation never creates a batch: that is how a crash at any
+step neither loses a request nor submits one twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from batchpipe.services.dispatcher.dispatch import DispatchSteps
+from batchpipe.services.dispatcher.kafka_writes import KafkaWrites
+from batchpipe.services.dispatcher.ledger import LedgerState, find_batches
+from batchpipe.services.dispatcher.metrics import Metrics
+from batchpipe.services.dispatcher.records import TP
+from batchpipe.shared.logs import get_logger
+
+log = get_logger(__name__)
+
+
+async def reconcile(
+    state: LedgerState,
+    tps: Iterable[TP],
+    *,
+    client: AsyncOpenAI,
+    steps: DispatchSteps,
+    writes: KafkaWrites,
+    metrics: Metrics,
+) -> dict[str, str]:
+    """Resolve the unfinished entries covering ``tps``: dispatch id -> ``republished`` or
+    ``abandoned``."""
+    pending = state.unfinished(tps)
+    outcome: dict[str, str] = {}
+    if not pending:
+        return outcome
+    found: dict[str, Any] = await find_batches(
+        client,
+        [e.dispatch_id for e in pending],
+        not_before=min(e.planned_at for e in pending),
+    )
+    for entry in pending:
+        batch = found.get(entry.dispatch_id)
+        if batch is None and entry.batch_id is not None:
+            batch = await client.batches.retrieve(entry.batch_id)
+        if batch is None:
+            await steps.abandon(entry)
+            outcome[entry.dispatch_id] = "abandoned"
+        else:
+            created = entry.with_state(
+                "created", batch_id=batch.id, file_id=entry.file_id or batch.input_file_id
+            )
+            await writes.batch_record(created, submitted_at=int(batch.created_at))
+            await writes.ledger_entry(created.with_state("published"))
+            outcome[entry.dispatch_id] = "republished"
+        metrics.reconciled.labels(outcome[entry.dispatch_id]).inc()
+        log.info(
+            "ledger.reconciled",
+            dispatch_id=entry.dispatch_id,
+            state=entry.state,
+            outcome=outcome[entry.dispatch_id],
+            batch_id=getattr(batch, "id", None),
+        )
+    return outcome

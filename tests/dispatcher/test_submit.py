@@ -1,0 +1,113 @@
+"""submit.py: retry timing (Retry-After wins), uploads retried until they succeed or are
+aborted, a create never repeated once the lookup finds its batch, and the threaded upload."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from openai import OpenAI
+
+from batchpipe.services.dispatcher.jsonl import write_jsonl
+from batchpipe.services.dispatcher.submit import (
+    UPLOAD_CHUNK,
+    Aborted,
+    Submitter,
+    _LargeReads,
+    _upload,
+    backoff,
+    retry_after,
+)
+from tests.dispatcher.fakes import FakeBatches, FakeClient, FakeFiles, status_error
+
+
+def test_retry_after_headers() -> None:
+    assert retry_after(status_error(429, {"retry-after-ms": "1500"})) == 1.5
+    assert retry_after(status_error(429, {"retry-after": "3"})) == 3.0
+    assert retry_after(status_error(500, {})) is None
+    assert retry_after(ValueError()) is None
+    assert backoff(3, 0.5, 30, 2.0) == 2.0
+    assert 2.0 <= backoff(3, 0.5, 30, None) <= 4.0
+    assert backoff(50, 0.5, 30, None) <= 30
+
+
+async def no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def test_upload_retries_until_it_succeeds(tmp_path: Path) -> None:
+    path = write_jsonl([b"{}"], tmp_path)
+    files = FakeFiles(failures=5)
+    s = Submitter(cast(Any, FakeClient(files)), sleep=no_sleep)
+    assert await s.upload(path) == "file-1"
+    assert files.calls == 6
+
+
+async def test_upload_can_be_aborted(tmp_path: Path) -> None:
+    path = write_jsonl([b"{}"], tmp_path)
+    s = Submitter(cast(Any, FakeClient(FakeFiles(10))), sleep=no_sleep)
+    with pytest.raises(Aborted):
+        await s.upload(path, abort=lambda: True)
+
+
+async def test_create_is_not_repeated_when_lookup_finds_the_batch() -> None:
+    batches = FakeBatches(outcomes=["lost", "ok"])
+    s = Submitter(cast(Any, FakeClient(batches=batches)), sleep=no_sleep)
+    found = SimpleNamespace(id="batch-from-listing")
+
+    async def lookup() -> Any:
+        return found
+
+    batch: object = await s.create(
+        file_id="f", endpoint="/v1/embeddings", metadata={}, lookup=lookup
+    )
+    assert batch is found and batches.calls == 1
+
+
+async def test_create_retried_when_lookup_finds_nothing_and_never_aborted_after_trying() -> None:
+    batches = FakeBatches(outcomes=["429", "lost", "ok"])
+    s = Submitter(cast(Any, FakeClient(batches=batches)), sleep=no_sleep)
+    lookups = 0
+
+    async def lookup() -> Any:
+        nonlocal lookups
+        lookups += 1
+        return None
+
+    aborting = False
+
+    def abort() -> bool:
+        return aborting
+
+    async def attempt() -> None:
+        nonlocal aborting
+        aborting = True  # revocation arrives right after the first attempt
+
+    batch = await s.create(
+        file_id="f",
+        endpoint="/v1/embeddings",
+        metadata={},
+        lookup=lookup,
+        abort=abort,
+        on_attempt=attempt,
+    )
+    assert batch.id == "batch-3" and lookups == 2
+
+
+def test_the_threaded_upload_sends_the_whole_file_in_large_reads(
+    tmp_path: Path, emulator: Any
+) -> None:
+    """The sync upload reads the file 8 MiB at a time (few GIL hand-offs from its thread) and
+    the emulator receives every byte, with the right length."""
+    lines = [b'{"custom_id":"r%d","pad":"%s"}' % (i, b"x" * (i % 900)) for i in range(40_000)]
+    path = write_jsonl(lines, tmp_path)
+    assert path.stat().st_size > 2 * UPLOAD_CHUNK
+    with _LargeReads(path) as f:
+        assert len(f.read(64 * 1024)) == UPLOAD_CHUNK
+    client = OpenAI(base_url=str(emulator), api_key="sk-test")
+    file_id = _upload(client, path)
+    assert client.files.retrieve(file_id).bytes == path.stat().st_size
+    assert client.files.content(file_id).read() == path.read_bytes()
