@@ -21,8 +21,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: install  ## strict mypy over the package, the tests and the benchmarks
 	$(BIN)/mypy --strict -p batchpipe
+# TODO integrator: drop this exclude
+	$(BIN)/mypy --strict tests bench --exclude '^(tests/dispatcher/|bench/dispatcher\.py$$)'
 
 test: install kafka-jars lint typecheck  ## everything CI runs
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -35,7 +35,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from bench.support import cpu_seconds
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.support import cpu_seconds  # noqa: E402
 
 CONCURRENCY = 32
 ITEMS_PER_CHUNK = 100

@@ -100,7 +100,7 @@ def test_result_round_trip_keeps_nulls() -> None:
         custom_id="req-1",
         status="succeeded",
         batch_id="batch_1",
-        response={"status_code": 200, "body": {"id": "x"}},  # type: ignore[arg-type]
+        response={"status_code": 200, "body": {"id": "x"}},
         attempts=1,
         model="gpt-4o-mini",
         usage={"prompt_tokens": 3},

@@ -82,7 +82,7 @@ async def test_batches_results_and_dead_letters_round_trip(
         custom_id="req-1",
         status="failed",
         batch_id="batch_1",
-        error={"code": "rate_limit_exceeded", "message": "slow down"},  # type: ignore[arg-type]
+        error={"code": "rate_limit_exceeded", "message": "slow down"},
         attempts=3,
         model="gpt-4o-mini",
         submitted_at=2,

@@ -119,7 +119,7 @@ def test_cluster_id_never_starts_with_a_dash(
     dashed = uuid.UUID(bytes=b"\xfb" + bytes(15))  # base64url "-w..."
     plain = uuid.UUID(bytes=bytes(16))
     draws = iter([dashed, plain])
-    monkeypatch.setattr(local_kafka.uuid, "uuid4", lambda: next(draws))
+    monkeypatch.setattr("batchpipe.shared.local_kafka.uuid.uuid4", lambda: next(draws))
     (tmp_path / "cluster.id").write_text("-wAAAAAAAAAAAAAAAAAAAA")  # left by an older version
     assert local_kafka._cluster_id(tmp_path) == "AAAAAAAAAAAAAAAAAAAAAA"
 

@@ -55,7 +55,7 @@ def test_openai_client_needs_a_key_and_uses_the_base_url() -> None:
     with pytest.raises(SettingsError, match="OPENAI_API_KEY"):
         make_openai(Settings(openai_api_key=None))
     client = make_openai(
-        Settings(openai_api_key="sk-x", openai_base_url="http://127.0.0.1:8100/v1")  # type: ignore[arg-type]
+        Settings(openai_api_key="sk-x", openai_base_url="http://127.0.0.1:8100/v1")
     )
     assert str(client.base_url) == "http://127.0.0.1:8100/v1/"
     assert client.max_retries == 5

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -64,7 +65,7 @@ def test_make_dev_then_the_original_curl_yields_two_results(tmp_path: Path) -> N
             results_topic="results",
             dead_letters_topic="dead-letters",
         )
-        results: list[dict[str, object]] = []
+        results: list[dict[str, Any]] = []
 
         async def read() -> None:
             stop = asyncio.Event()

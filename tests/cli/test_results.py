@@ -25,7 +25,7 @@ def result(custom_id: str, content: str = "Hello!", status: str = "succeeded") -
     if status != "succeeded":
         return ResultMessage(
             custom_id=custom_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             batch_id="batch_1",
             error=ResultError(code="batch_expired", message="the batch expired"),
             attempts=3,
@@ -46,7 +46,9 @@ def result(custom_id: str, content: str = "Hello!", status: str = "succeeded") -
     )
 
 
-async def produce(factory: ProducerFactory, topic: str, *msgs: ResultMessage, abort: bool = False):
+async def produce(
+    factory: ProducerFactory, topic: str, *msgs: ResultMessage, abort: bool = False
+) -> None:
     producer = await factory(transactional_id=f"results-test-{uuid.uuid4().hex}")
     await producer.begin_transaction()
     for msg in msgs:

@@ -61,7 +61,7 @@ async def test_broker_stopped_then_restarted(tmp_path: Path) -> None:
             await consumer.stop()
         keys = {r.key for r in records}
         assert {b"before", b"after"} <= keys
-        assert all(decode(RequestLine, r.value) for r in records)  # type: ignore[arg-type]
+        assert all(decode(RequestLine, r.value) for r in records)
     finally:
         await asyncio.to_thread(broker.stop)
         out.close()

@@ -82,7 +82,7 @@ async def test_seed_curl_verbatim_against_batchpipe_ingest(
 
         consumer = await consumer_factory(settings.requests_topic)
         records = await drain(consumer, 2, settle=0.5)
-        lines = [decode(RequestLine, r.value) for r in records]  # type: ignore[arg-type]
+        lines = [decode(RequestLine, r.value) for r in records]
         assert sorted(line.custom_id for line in lines) == sorted(answer["ids"])
         assert {r.key for r in records} == {i.encode() for i in answer["ids"]}
     finally:

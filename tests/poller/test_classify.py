@@ -30,8 +30,8 @@ def test_2xx_succeeds_with_usage_and_bookkeeping() -> None:
 def test_429_and_5xx_are_retried_until_max_attempts() -> None:
     for status in (429, 500, 503):
         decision = classifier().line(http_error_line("a", status))
-        assert decision == Retry(custom_id="a", attempt=1, error=decision.error)  # type: ignore[union-attr]
         assert isinstance(decision, Retry)
+        assert decision == Retry(custom_id="a", attempt=1, error=decision.error)
     second = classifier(attempts={"a": 1}).line(http_error_line("a", 500))
     assert isinstance(second, Retry) and second.attempt == 2
     last = classifier(attempts={"a": 2}).line(http_error_line("a", 500))
