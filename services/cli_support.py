@@ -1,19 +1,11 @@
-"""Helpers every ``batchpipe`` subcommand uses: settings with a clear error, and logging."""
+"""An alias of ``batchpipe.services.cli.support`` for ``services/dispatcher/cli.py``.
+
+That module still imports ``settings_or_exit`` from here; delete this file once it imports
+``batchpipe.services.cli.support`` instead.
+"""
 
 from __future__ import annotations
 
-import typer
+from batchpipe.services.cli.support import settings_or_exit
 
-from batchpipe.shared.logs import configure_logging
-from batchpipe.shared.settings import Settings, SettingsError, load_settings
-
-
-def settings_or_exit(service: str = "") -> Settings:
-    """Load the settings and configure logging; a bad value exits 2 naming the variable."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.secho(f"batchpipe: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
-    configure_logging(settings.log_level, settings.log_format, service=service)
-    return settings
+__all__ = ["settings_or_exit"]

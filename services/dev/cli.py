@@ -140,7 +140,7 @@ async def run_dev(plan: DevPlan, sup: Supervisor, stop: asyncio.Event) -> int:
 
 
 def _available_commands() -> list[str]:
-    from batchpipe.services.cli import app
+    from batchpipe.services.cli.commands import app
 
     return [c.name for c in app.registered_commands if c.name]
 
@@ -195,7 +195,8 @@ def dev(
         typer.secho(
             "batchpipe dev: this installation has no `batchpipe "
             + "`, `batchpipe ".join(missing)
-            + "` command yet (its service is not built or not registered in services/cli.py)",
+            + "` command yet (its service is not built or not registered in "
+            "services/cli/commands.py)",
             err=True,
             fg="red",
         )

@@ -33,7 +33,7 @@ class PlanError(ValueError):
 
 
 # Runs ``batchpipe`` in a child when the console script is not beside the interpreter.
-BOOT = "import sys; sys.argv[0] = 'batchpipe'; from services.cli import main; main()"
+BOOT = "import sys; sys.argv[0] = 'batchpipe'; from batchpipe.services.cli import main; main()"
 
 
 def default_launcher(python: str = sys.executable) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from batchpipe.services.results_cli import stream_results
+from batchpipe.services.cli.results import stream_results
 from batchpipe.shared.local_kafka import free_port
 from tests.conftest import make_test_settings
 

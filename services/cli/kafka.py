@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.cli.support import settings_or_exit
 
 
 def kafka(
