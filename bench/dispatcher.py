@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import TopicPartition  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
+from batchpipe.devtools.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.services.dispatcher.agent import Dispatcher  # noqa: E402
 from batchpipe.services.dispatcher.dead_letters import Valid, classify  # noqa: E402
 from batchpipe.services.dispatcher.jsonl import write_jsonl  # noqa: E402
@@ -60,7 +61,6 @@ from batchpipe.services.dispatcher.ledger import LedgerState  # noqa: E402
 from batchpipe.services.dispatcher.window import Windows  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
-from batchpipe.shared.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from bench.support import (  # noqa: E402
     BIN,

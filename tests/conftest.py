@@ -1,6 +1,6 @@
 """Test fixtures: one real Kafka broker per session, fresh topics per test, client factories.
 
-- ``kafka_bootstrap``: a real KRaft broker started for the session (``shared.local_kafka``),
+- ``kafka_bootstrap``: a real KRaft broker started for the session (``devtools.local_kafka``),
   or ``BATCHPIPE_TEST_KAFKA_BOOTSTRAP`` if set. Always stopped at the end.
 - ``settings``: a ``Settings`` pointing at that broker with fresh uuid topic names, every
   topic of the registry created before the test (FastStream's ``queue`` fixture habit).
@@ -12,6 +12,7 @@ Tests that use the broker are marked ``kafka`` automatically; ``-m "not kafka"``
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,11 +21,16 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from batchpipe.devtools import local_kafka
+from batchpipe.devtools.local_kafka import LocalKafka, running_kafka
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
-from batchpipe.shared.local_kafka import LocalKafka, running_kafka
 from batchpipe.shared.settings import Settings
 
 pytest_plugins = ["tests.fixtures_emulator"]
+
+# tests/dispatcher/support.py still imports ``free_port`` from ``batchpipe.shared.local_kafka``;
+# the name points at the broker helpers until that import says ``batchpipe.devtools``.
+sys.modules.setdefault("batchpipe.shared.local_kafka", local_kafka)
 
 KAFKA_FIXTURES = {"kafka_bootstrap", "kafka_broker", "settings"}
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import typer
 
+from batchpipe.devtools.dev.cli import dev
+from batchpipe.devtools.emulator.cli import openai_emulator
 from batchpipe.services.cli.config import config
 from batchpipe.services.cli.kafka import kafka, topics
 from batchpipe.services.cli.results import results
 from batchpipe.services.cli.schema import schema
 from batchpipe.services.cli.submit import submit
-from batchpipe.services.dev.cli import dev
 from batchpipe.services.dispatcher.cli import dispatcher
 from batchpipe.services.ingest.cli import ingest
-from batchpipe.services.openai_emulator.cli import openai_emulator
 from batchpipe.services.poller.cli import poller, status
 
 app = typer.Typer(

@@ -140,7 +140,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
             (
                 options.python,
                 "-m",
-                "batchpipe.services.dev.broker",
+                "batchpipe.devtools.dev.broker",
                 str(options.kafka_port),
                 kafka_dir,
             ),

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batchpipe.services.dev.plan import ProcessSpec
+from batchpipe.devtools.dev.plan import ProcessSpec
 
 COLORS = ("36", "35", "32", "33", "34", "31", "96", "95")
 RESET = "\033[0m"

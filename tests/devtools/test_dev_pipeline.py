@@ -19,8 +19,8 @@ import httpx
 import orjson
 import pytest
 
+from batchpipe.devtools.local_kafka import free_port
 from batchpipe.services.cli.results import stream_results
-from batchpipe.shared.local_kafka import free_port
 from tests.conftest import make_test_settings
 
 SEED = {

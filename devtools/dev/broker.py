@@ -1,6 +1,6 @@
-"""The Kafka child of ``batchpipe dev``: ``python -m services.dev.broker PORT DATA_DIR``.
+"""The Kafka child of ``batchpipe dev``: ``python -m batchpipe.devtools.dev.broker PORT DATA_DIR``.
 
-Runs ``shared.local_kafka.LocalKafka`` in the foreground with its output on stdout (relayed by
+Runs ``devtools.local_kafka.LocalKafka`` in the foreground with its output on stdout (relayed by
 the supervisor). On SIGTERM/SIGINT it forwards SIGTERM to the JVM and exits once the broker
 has shut down cleanly (exit 0), so ``batchpipe dev`` never has to kill a flushing broker.
 """
@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from batchpipe.shared.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
+from batchpipe.devtools.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
 
 
 def main(argv: list[str]) -> int:

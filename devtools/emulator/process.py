@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import orjson
 
-from batchpipe.services.openai_emulator.determinism import digest, hex_id, pick, unit
+from batchpipe.devtools.emulator.determinism import digest, hex_id, pick, unit
 
 SHUFFLE_WINDOW = 1000
 EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072, "text-embedding-3-small": 1536}

@@ -1,7 +1,7 @@
 """``batchpipe dev``: start Kafka, the topics, the emulator, ingest, dispatcher and poller.
 
-The plan (``services.dev.plan``) says what to start; the supervisor
-(``services.dev.supervisor``) runs it. This module checks the plan can work (commands
+The plan (``devtools.dev.plan``) says what to start; the supervisor
+(``devtools.dev.supervisor``) runs it. This module checks the plan can work (commands
 installed, ports free), starts the children in order (waiting for Kafka before creating the
 topics, and for each HTTP port before the next child), prints the settings and URLs, and
 stops everything in reverse order on Ctrl-C or SIGTERM.
@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from batchpipe.services.dev.plan import (
+from batchpipe.devtools.dev.plan import (
     DevOptions,
     DevPlan,
     OpenAIMode,
@@ -31,7 +31,7 @@ from batchpipe.services.dev.plan import (
     missing_commands,
     ports_of,
 )
-from batchpipe.services.dev.supervisor import Child, Supervisor
+from batchpipe.devtools.dev.supervisor import Child, Supervisor
 
 KAFKA_READY_TIMEOUT = 600.0  # the first start may still fetch the jars with Maven
 SERVICE_READY_TIMEOUT = 60.0

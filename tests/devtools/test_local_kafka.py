@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from batchpipe.devtools.local_kafka import LocalKafka, free_port
 from batchpipe.services.cli import app
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
-from batchpipe.shared.local_kafka import LocalKafka, free_port
 from tests.conftest import make_test_settings
 from tests.support import drain
 
@@ -98,9 +98,9 @@ def test_topics_command_creates_then_reports_existing(
 def test_compose_runs_the_same_kafka_version_in_kraft_mode() -> None:
     import yaml
 
-    from batchpipe.shared.local_kafka import KAFKA_VERSION
+    from batchpipe.devtools.local_kafka import KAFKA_VERSION
 
-    compose = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
     kafka = compose["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -114,7 +114,7 @@ def test_cluster_id_never_starts_with_a_dash(
     """The storage tool reads "-..." as an option: such ids must be skipped (and replaced)."""
     import uuid
 
-    from batchpipe.shared import local_kafka
+    from batchpipe.devtools import local_kafka
 
     dashed = uuid.UUID(bytes=b"\xfb" + bytes(15))  # base64url "-w..."
     plain = uuid.UUID(bytes=bytes(16))

@@ -22,18 +22,18 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from batchpipe.services.openai_emulator.config import EmulatorConfig
-from batchpipe.services.openai_emulator.determinism import unit
-from batchpipe.services.openai_emulator.errors import APIError, batch_not_found
-from batchpipe.services.openai_emulator.files import FileStorage, new_file_id
-from batchpipe.services.openai_emulator.objects import (
+from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.determinism import unit
+from batchpipe.devtools.emulator.errors import APIError, batch_not_found
+from batchpipe.devtools.emulator.files import FileStorage, new_file_id
+from batchpipe.devtools.emulator.objects import (
     ENDED_STATUSES,
     TERMINAL_STATUSES,
     file_object,
 )
-from batchpipe.services.openai_emulator.process import LineContext, PassResult, run_pass
-from batchpipe.services.openai_emulator.store import Store
-from batchpipe.services.openai_emulator.validate import batch_error, validate_file
+from batchpipe.devtools.emulator.process import LineContext, PassResult, run_pass
+from batchpipe.devtools.emulator.store import Store
+from batchpipe.devtools.emulator.validate import batch_error, validate_file
 from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
