@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from batchpipe.devtools.dev.cli import dev
+from batchpipe.devtools.dev.cli import dev_command
 from batchpipe.devtools.emulator.cli import openai_emulator
 from batchpipe.services.cli.config import config
 from batchpipe.services.cli.kafka import kafka, topics
@@ -38,7 +38,7 @@ app.command("config")(config)
 app.command("dispatcher")(dispatcher)
 app.command("emulator")(openai_emulator)
 app.command("openai-emulator")(openai_emulator)  # the older name, kept for scripts
-app.command("dev")(dev)
+app.command("dev")(dev_command(lambda: [c.name for c in app.registered_commands if c.name]))
 app.command("submit")(submit)
 app.command("results")(results)
 app.command("ingest")(ingest)
