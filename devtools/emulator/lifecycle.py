@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from batchpipe.devtools.emulator.config import EmulatorConfig
 from batchpipe.devtools.emulator.determinism import unit
+from batchpipe.devtools.emulator.endpoints import LineContext
 from batchpipe.devtools.emulator.errors import APIError, batch_not_found
 from batchpipe.devtools.emulator.files import FileStorage, new_file_id
 from batchpipe.devtools.emulator.objects import (
@@ -32,7 +33,7 @@ from batchpipe.devtools.emulator.objects import (
     TERMINAL_STATUSES,
     file_object,
 )
-from batchpipe.devtools.emulator.process import LineContext, PassResult, run_pass
+from batchpipe.devtools.emulator.process import PassResult, run_pass
 from batchpipe.devtools.emulator.store import Store
 from batchpipe.devtools.emulator.validate import batch_error, validate_file
 from batchpipe.shared.logs import get_logger
