@@ -22,6 +22,7 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 COPY README.md ./
 COPY shared ./shared
 COPY services ./services
+COPY devtools ./devtools
 COPY src ./src
 RUN pip install --no-deps . \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin batchpipe \

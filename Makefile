@@ -23,8 +23,7 @@ lint: install
 
 typecheck: install  ## strict mypy over the package, the tests and the benchmarks
 	$(BIN)/mypy --strict -p batchpipe
-# TODO integrator: drop this exclude
-	$(BIN)/mypy --strict tests bench --exclude '^(tests/dispatcher/|bench/dispatcher\.py$$)'
+	$(BIN)/mypy --strict tests bench
 
 test: install kafka-jars lint typecheck  ## everything CI runs
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import TopicPartition  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
+from batchpipe.devtools.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.services.dispatcher.dispatcher import Dispatcher  # noqa: E402
 from batchpipe.services.dispatcher.jsonl import write_jsonl  # noqa: E402
 from batchpipe.services.dispatcher.ledger import LedgerState  # noqa: E402
@@ -60,7 +61,6 @@ from batchpipe.services.dispatcher.validate import Valid, validate  # noqa: E402
 from batchpipe.services.dispatcher.window import Window, Windows  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
-from batchpipe.shared.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from bench.support import (  # noqa: E402
     BIN,

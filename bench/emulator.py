@@ -1,6 +1,6 @@
 """Benchmark of the OpenAI emulator: upload, process and download a 50,000-line batch.
 
-Runs ``python -m services.openai_emulator`` as a subprocess (so its memory is measured alone),
+Runs ``python -m batchpipe.devtools.emulator`` as a subprocess (so its memory is measured alone),
 drives it with the official ``openai`` SDK, and prints the wall time of each phase and the
 peak RSS (VmHWM) of the emulator and of this client process.
 
@@ -59,7 +59,7 @@ def main() -> None:
         size = write_input(input_path, args.lines, args.line_bytes)
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "batchpipe.services.openai_emulator", "--port", "0",
+                sys.executable, "-m", "batchpipe.devtools.emulator", "--port", "0",
                 "--data-dir", str(work / "data"), "--seed", "1",
                 "--processing-seconds", str(args.processing_seconds),
             ],

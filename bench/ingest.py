@@ -238,7 +238,7 @@ def run_in_process(ctx: Any, target: Any, *args: Any) -> dict[str, Any]:
 
 def http_scenario(ctx: Any, name: str, env: dict[str, str] | None, items: int, args: Any) -> Any:
     """Load one server (ingest if ``env`` is given, else the bare endpoint) for one run."""
-    from batchpipe.shared.local_kafka import free_port
+    from batchpipe.devtools.local_kafka import free_port
 
     port = free_port()
     server: Any
@@ -267,8 +267,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of raw vs ingest(100)")
     args = parser.parse_args()
 
+    from batchpipe.devtools.local_kafka import LocalKafka, free_port
     from batchpipe.shared.kafka import ensure_topics
-    from batchpipe.shared.local_kafka import LocalKafka, free_port
     from batchpipe.shared.settings import Settings, settings_env
     from batchpipe.shared.topics import topic_specs
 

@@ -44,12 +44,12 @@ sys.path.insert(0, str(ROOT))
 
 from openai import AsyncOpenAI  # noqa: E402
 
+from batchpipe.devtools.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.services.poller.classify import outcome_of  # noqa: E402
 from batchpipe.services.poller.record_batcher import RecordBatcher  # noqa: E402
 from batchpipe.services.poller.results import emissions, openai_line_opener  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
-from batchpipe.shared.local_kafka import free_port, running_kafka  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from batchpipe.shared.topics import TopicSpec  # noqa: E402
 from bench.support import BIN, rss_kib, start_emulator, wait_http  # noqa: E402

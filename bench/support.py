@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from batchpipe.shared.local_kafka import free_port
+from batchpipe.devtools.local_kafka import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -1,6 +1,6 @@
 """Test fixtures: one real Kafka broker per session, fresh topics per test, client factories.
 
-- ``kafka_bootstrap``: a real KRaft broker started for the session (``shared.local_kafka``),
+- ``kafka_bootstrap``: a real KRaft broker started for the session (``devtools.local_kafka``),
   or ``BATCHPIPE_TEST_KAFKA_BOOTSTRAP`` if set. Always stopped at the end.
 - ``settings``: a ``Settings`` pointing at that broker with fresh uuid topic names, every
   topic of the registry created before the test (FastStream's ``queue`` fixture habit).
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from batchpipe.devtools.local_kafka import LocalKafka, running_kafka
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
-from batchpipe.shared.local_kafka import LocalKafka, running_kafka
 from batchpipe.shared.settings import Settings
 
 pytest_plugins = ["tests.fixtures_emulator"]

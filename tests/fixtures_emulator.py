@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from batchpipe.services.openai_emulator.config import EmulatorConfig
-from batchpipe.services.openai_emulator.runner import RunningEmulator, run_emulator_in_thread
+from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.runner import RunningEmulator, run_emulator_in_thread
 
 FAST_DEFAULTS: dict[str, Any] = {
     "port": 0,

@@ -123,3 +123,13 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
     assert 'ENTRYPOINT ["batchpipe"]' in lines
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".batchpipe", "tests"} <= set(ignored)
+
+
+def test_the_image_copies_every_folder_the_package_links() -> None:
+    """The wheel follows ``src/batchpipe``'s links: a folder not copied is missing from it."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    links = sorted(p.name for p in (ROOT / "src" / "batchpipe").iterdir() if p.is_symlink())
+    assert links == ["devtools", "services", "shared"]
+    for name in links:
+        assert f"COPY {name} ./{name}" in lines
+    assert "COPY src ./src" in lines

@@ -112,7 +112,7 @@ def test_env_var_names() -> None:
 def test_readme_configuration_table_is_generated_from_the_model() -> None:
     from pathlib import Path
 
-    from batchpipe.services.config_cli import markdown_table
+    from batchpipe.services.cli.config import markdown_table
 
     readme = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     start = readme.index("<!-- config-table:start -->\n") + len("<!-- config-table:start -->\n")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.cli.support import settings_or_exit
 from batchpipe.services.dispatcher.process_tuning import tune_process
 
 

@@ -24,7 +24,7 @@ def ingest(
     """Run the ingest service: POST /requests → the requests topic (see README, "Ingest API")."""
     import uvicorn
 
-    from batchpipe.services.cli_support import settings_or_exit
+    from batchpipe.services.cli.support import settings_or_exit
     from batchpipe.services.ingest.app import create_app
 
     settings = settings_or_exit("ingest")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.cli.support import settings_or_exit
 
 DEFAULT_STATUS_URL = "http://127.0.0.1:8001"
 

@@ -28,9 +28,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from batchpipe.devtools.local_kafka import LocalKafka, free_port
 from batchpipe.shared.contracts import DeadLetter, decode
 from batchpipe.shared.kafka import ensure_topics, make_consumer
-from batchpipe.shared.local_kafka import LocalKafka, free_port
 from batchpipe.shared.settings import Settings
 from tests.conftest import make_test_settings
 from tests.e2e.harness import Pipeline, ResultsFollower

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchpipe.services.cli import app
-from batchpipe.services.results_cli import TopicMissing, result_row, stream_results
+from batchpipe.services.cli.results import TopicMissing, result_row, stream_results
 from batchpipe.shared.contracts import ResultError, ResultMessage, ResultResponse, encode, key_bytes
 from batchpipe.shared.kafka import ensure_topics
 from batchpipe.shared.settings import Settings

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchpipe.services.cli import app
-from batchpipe.services.submit_cli import submit_file
+from batchpipe.services.cli.submit import submit_file
 from batchpipe.shared.contracts import RequestLine, decode
 from batchpipe.shared.kafka import ensure_topics
 from batchpipe.shared.settings import Settings

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from batchpipe.devtools.local_kafka import free_port
 from batchpipe.shared.contracts import BatchRecord, attempt_headers, decode, key_bytes
-from batchpipe.shared.local_kafka import free_port
 from batchpipe.shared.openai_client import make_openai
 from batchpipe.shared.settings import Settings, settings_env
 

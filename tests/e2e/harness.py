@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 
+from batchpipe.devtools.local_kafka import free_port
 from batchpipe.shared.contracts import ResultMessage, decode
 from batchpipe.shared.kafka import make_consumer
-from batchpipe.shared.local_kafka import free_port
 from batchpipe.shared.settings import Settings, settings_env
 
 BATCHPIPE = [sys.executable, "-m", "batchpipe.services.cli"]

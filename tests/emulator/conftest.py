@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchpipe.services.openai_emulator.runner import RunningEmulator
+from batchpipe.devtools.emulator.runner import RunningEmulator
 from tests.fixtures_emulator import EmulatorFactory
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from openai import AsyncOpenAI, OpenAI
 from openai.types import Batch
 
-from batchpipe.services.openai_emulator.runner import RunningEmulator
+from batchpipe.devtools.emulator.runner import RunningEmulator
 
 ENDED = {"completed", "failed", "expired", "cancelled"}
 

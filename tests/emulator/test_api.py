@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from batchpipe.services.openai_emulator.runner import RunningEmulator
+from batchpipe.devtools.emulator.runner import RunningEmulator
 from tests.emulator.helpers import (
     aclient,
     chat_file,

@@ -1,4 +1,4 @@
-"""``python -m services.openai_emulator`` / ``batchpipe openai-emulator``: env vars, the printed
+"""``python -m batchpipe.devtools.emulator`` / ``batchpipe openai-emulator``: env vars, the printed
 base URL, state surviving ``kill -9``, and a clean exit (status 0) on SIGTERM."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_help_lists_the_options() -> None:
 @contextmanager
 def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], OpenAI]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchpipe.services.openai_emulator", "--port", "0", "--seed", "5"],
+        [sys.executable, "-m", "batchpipe.devtools.emulator", "--port", "0", "--seed", "5"],
         env=os.environ | env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

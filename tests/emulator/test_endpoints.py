@@ -14,7 +14,7 @@ from openai.types import Completion, CreateEmbeddingResponse, ModerationCreateRe
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from batchpipe.services.openai_emulator.runner import RunningEmulator
+from batchpipe.devtools.emulator.runner import RunningEmulator
 from tests.emulator.helpers import (
     aclient,
     await_batch,

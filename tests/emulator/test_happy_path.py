@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from batchpipe.services.openai_emulator.runner import RunningEmulator
+from batchpipe.devtools.emulator.runner import RunningEmulator
 from tests.emulator.helpers import (
     aclient,
     await_batch,

@@ -8,8 +8,8 @@ from typing import Any
 import openai
 import pytest
 
-from batchpipe.services.openai_emulator.config import EmulatorConfig
-from batchpipe.services.openai_emulator.runner import RunningEmulator, run_emulator_in_thread
+from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.runner import RunningEmulator, run_emulator_in_thread
 from tests.emulator.helpers import (
     chat_file,
     chat_line,

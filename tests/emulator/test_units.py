@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from batchpipe.services.openai_emulator.config import EmulatorConfig
-from batchpipe.services.openai_emulator.lifecycle import Lifecycle
-from batchpipe.services.openai_emulator.objects import present_batch
-from batchpipe.services.openai_emulator.process import LineContext, process_lines, reply_text
-from batchpipe.services.openai_emulator.validate import validate_file, validate_lines
+from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.endpoints import LineContext, reply_text
+from batchpipe.devtools.emulator.lifecycle import Lifecycle
+from batchpipe.devtools.emulator.objects import present_batch
+from batchpipe.devtools.emulator.process import process_lines
+from batchpipe.devtools.emulator.validate import validate_file, validate_lines
 from tests.emulator.helpers import chat_file, chat_line
 
 

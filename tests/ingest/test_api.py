@@ -13,9 +13,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from batchpipe.devtools.local_kafka import free_port
 from batchpipe.services.ingest.app import OFFLOAD_BYTES, SEED_EXAMPLE
 from batchpipe.shared.contracts import RequestLine, decode
-from batchpipe.shared.local_kafka import free_port
 from batchpipe.shared.settings import Settings
 from tests.conftest import ConsumerFactory, make_test_settings
 from tests.ingest.conftest import SEED_CURL_BODY, SEED_HEADERS, EndOffsets, running

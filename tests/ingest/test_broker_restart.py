@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from batchpipe.devtools.local_kafka import LocalKafka, free_port
 from batchpipe.shared.contracts import RequestLine, decode
 from batchpipe.shared.kafka import ensure_topics, make_consumer
-from batchpipe.shared.local_kafka import LocalKafka, free_port
 from tests.conftest import make_test_settings
 from tests.ingest.conftest import running
 from tests.support import drain

@@ -15,8 +15,8 @@ import httpx
 import orjson
 import pytest
 
+from batchpipe.devtools.local_kafka import free_port
 from batchpipe.shared.contracts import RequestLine, decode
-from batchpipe.shared.local_kafka import free_port
 from batchpipe.shared.settings import Settings, settings_env
 from tests.conftest import ConsumerFactory
 from tests.support import drain

@@ -14,10 +14,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from openai import AsyncOpenAI
 
+from batchpipe.devtools.local_kafka import free_port
 from batchpipe.services.poller.app import Poller
 from batchpipe.shared.contracts import BatchRecord, ResultMessage, decode, encode, key_bytes
 from batchpipe.shared.kafka import ensure_topics, make_consumer
-from batchpipe.shared.local_kafka import free_port
 from batchpipe.shared.settings import Settings
 from tests.conftest import make_test_settings
 

@@ -20,7 +20,7 @@ from typing import IO, Annotated, Any
 import orjson
 import typer
 
-from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.cli.support import settings_or_exit
 from batchpipe.shared.contracts import RequestLine, encode, key_bytes
 from batchpipe.shared.request_items import DuplicateIds, ItemRefused, normalize_item
 from batchpipe.shared.settings import Settings

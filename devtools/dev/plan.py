@@ -33,7 +33,7 @@ class PlanError(ValueError):
 
 
 # Runs ``batchpipe`` in a child when the console script is not beside the interpreter.
-BOOT = "import sys; sys.argv[0] = 'batchpipe'; from services.cli import main; main()"
+BOOT = "import sys; sys.argv[0] = 'batchpipe'; from batchpipe.services.cli import main; main()"
 
 
 def default_launcher(python: str = sys.executable) -> tuple[str, ...]:
@@ -140,7 +140,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
             (
                 options.python,
                 "-m",
-                "batchpipe.services.dev.broker",
+                "batchpipe.devtools.dev.broker",
                 str(options.kafka_port),
                 kafka_dir,
             ),

@@ -2,10 +2,14 @@
 
 Each child runs in its own session (process group), so a Ctrl-C in the terminal reaches only
 ``batchpipe dev``, which then stops the children itself, last started first: SIGTERM to the
-child, a wait of ``stop_timeout``, then SIGKILL to its whole group. Output (stdout and stderr
-together) is relayed line by line as ``[name] line``, without terminal control sequences. A
-child that exits while not stopping is reported loudly and, if ``restart``, started again
-after a backoff (1 s doubling to 30 s; reset after a minute of uptime).
+child, a wait of ``stop_timeout``, then SIGKILL to its whole group. If the supervisor itself is
+killed (SIGKILL, a crash), the kernel kills every child (``devtools.launch``: the parent death
+signal, SIGKILL by default, since nobody is left to escalate a stuck shutdown and every child
+recovers from a crash: Kafka replays its log, the services resume from committed offsets).
+Children are spawned from the event loop's thread, which lives as long as the supervisor.
+Output (stdout and stderr together) is relayed line by line as ``[name] line``, without
+terminal control sequences. A child that exits while not stopping is reported loudly and, if
+``restart``, started again after a backoff (1 s doubling to 30 s; reset after a minute of uptime).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batchpipe.services.dev.plan import ProcessSpec
+from batchpipe.devtools import launch
+from batchpipe.devtools.dev.plan import ProcessSpec
 
 COLORS = ("36", "35", "32", "33", "34", "31", "96", "95")
 RESET = "\033[0m"
@@ -50,8 +55,10 @@ class Supervisor:
         color: bool = False,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
+        parent_death_signal: signal.Signals | None = signal.SIGKILL,
     ) -> None:
         self._write = write
+        self._parent_death_signal = parent_death_signal
         self._color = color
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -84,8 +91,10 @@ class Supervisor:
     async def _spawn(self, child: Child) -> None:
         spec = child.spec
         spec.cwd.mkdir(parents=True, exist_ok=True)
+        sig = self._parent_death_signal
+        argv = spec.argv if sig is None else launch.command(spec.argv, sig)
         child.process = await asyncio.create_subprocess_exec(
-            *spec.argv,
+            *argv,
             cwd=spec.cwd,
             env=dict(spec.env),
             stdin=asyncio.subprocess.DEVNULL,

@@ -1,8 +1,9 @@
-"""The Kafka child of ``batchpipe dev``: ``python -m services.dev.broker PORT DATA_DIR``.
+"""The Kafka child of ``batchpipe dev``: ``python -m batchpipe.devtools.dev.broker PORT DATA_DIR``.
 
-Runs ``shared.local_kafka.LocalKafka`` in the foreground with its output on stdout (relayed by
+Runs ``devtools.local_kafka.LocalKafka`` in the foreground with its output on stdout (relayed by
 the supervisor). On SIGTERM/SIGINT it forwards SIGTERM to the JVM and exits once the broker
-has shut down cleanly (exit 0), so ``batchpipe dev`` never has to kill a flushing broker.
+has shut down cleanly (exit 0), so ``batchpipe dev`` never has to kill a flushing broker. The
+JVM gets SIGKILL from the kernel if this process dies without stopping it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-from batchpipe.shared.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
+from batchpipe.devtools.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
 
 
 def main(argv: list[str]) -> int:
     port, data_dir = int(argv[0]), Path(argv[1])
     started = time.monotonic()
-    broker = LocalKafka(data_dir=data_dir, port=port)
+    # The JVM dies with this process even if it is SIGKILLed (the supervisor's own death sends
+    # it SIGKILL): no broker outlives ``batchpipe dev``.
+    broker = LocalKafka(data_dir=data_dir, port=port, parent_death_signal=signal.SIGKILL)
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from batchpipe.services.dev.cli import run_dev
-from batchpipe.services.dev.plan import DevOptions, ProcessSpec, build_plan
-from batchpipe.services.dev.supervisor import Supervisor
+from batchpipe.devtools.dev.cli import run_dev
+from batchpipe.devtools.dev.plan import DevOptions, ProcessSpec, build_plan
+from batchpipe.devtools.dev.supervisor import Supervisor
 from batchpipe.shared.settings import Settings
 from batchpipe.shared.topics import topic_names
 
@@ -121,7 +121,7 @@ async def test_run_dev_reports_a_broker_that_cannot_start_and_stops_cleanly(
 
 async def test_run_dev_starts_in_order_prints_urls_and_stops_in_reverse(tmp_path: Path) -> None:
     """run_dev with fake services (the emulator and ingest are plain TCP listeners)."""
-    from batchpipe.shared.local_kafka import free_port
+    from batchpipe.devtools.local_kafka import free_port
 
     listener = (
         "import socket, signal, sys, time\n"
@@ -175,8 +175,8 @@ async def test_run_dev_starts_in_order_prints_urls_and_stops_in_reverse(tmp_path
 async def test_run_dev_starts_the_real_broker_creates_topics_and_stops_it_cleanly(
     tmp_path: Path,
 ) -> None:
-    """The real Kafka child (services.dev.broker): topics created, data kept, exit 0 on stop."""
-    from batchpipe.shared.local_kafka import free_port
+    """The real Kafka child (devtools.dev.broker): topics created, data kept, exit 0 on stop."""
+    from batchpipe.devtools.local_kafka import free_port
 
     plan = build_plan(DevOptions(data_dir=tmp_path, kafka_port=free_port()), {})
     only_kafka = type(plan)(

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from batchpipe.services.cli import app
-from batchpipe.services.dev.plan import (
+from batchpipe.devtools.dev.plan import (
     BOOT,
     EMULATOR_API_KEY,
     DevOptions,
@@ -20,6 +19,7 @@ from batchpipe.services.dev.plan import (
     missing_commands,
     ports_of,
 )
+from batchpipe.services.cli import app
 
 
 def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> None:
@@ -32,14 +32,14 @@ def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> No
         "poller",
     ]
     assert [p.command for p in plan.processes] == [
-        None,  # services.dev.broker: shared.local_kafka.LocalKafka in the foreground
+        None,  # devtools.dev.broker: devtools.local_kafka.LocalKafka in the foreground
         "openai-emulator",
         "ingest",
         "dispatcher",
         "poller",
     ]
     kafka = plan.processes[0]
-    assert kafka.argv[:3] == ("py", "-m", "batchpipe.services.dev.broker")
+    assert kafka.argv[:3] == ("py", "-m", "batchpipe.devtools.dev.broker")
     assert str(tmp_path / "state" / "kafka" / "data") in kafka.argv
     assert kafka.port == 9092
     emulator = plan.processes[1]

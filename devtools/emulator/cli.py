@@ -84,8 +84,8 @@ def openai_emulator(
     ] = 1,
 ) -> None:
     """Serve a local, durable emulator of the OpenAI Files + Batches API."""
-    from batchpipe.services.openai_emulator.config import EmulatorConfig
-    from batchpipe.services.openai_emulator.runner import bind_socket, make_server
+    from batchpipe.devtools.emulator.config import EmulatorConfig
+    from batchpipe.devtools.emulator.runner import bind_socket, make_server
     from batchpipe.shared.logs import configure_logging
 
     try:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batchpipe.devtools import launch
+
 KAFKA_VERSION = "3.9.2"
 SCALA_VERSION = "2.13"
 SLF4J_VERSION = "1.7.36"
@@ -135,6 +137,10 @@ class LocalKafka:
     log_level: str = "WARN"
     auto_create_topics: bool = False
     extra_config: dict[str, str] = field(default_factory=dict)
+    # The signal the JVMs get when this process dies (Linux; ``devtools.launch``); None: none.
+    # Set it only when the broker is started from the main thread (the signal follows the
+    # thread that forked).
+    parent_death_signal: signal.Signals | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -175,6 +181,10 @@ class LocalKafka:
             raise KafkaSetupError("Java 17+ is required to run Kafka (java not found)")
         return java
 
+    def _launched(self, cmd: list[str]) -> list[str]:
+        sig = self.parent_death_signal
+        return cmd if sig is None else list(launch.command(cmd, sig))
+
     def _prepare(self, libs: Path) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.controller_port == 0:
@@ -198,7 +208,9 @@ class LocalKafka:
             cluster_id = _cluster_id(self.data_dir)
             fmt = [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
             fmt.append("--ignore-formatted")
-            done = subprocess.run(fmt, capture_output=True, text=True, check=False)  # noqa: S603
+            done = subprocess.run(  # noqa: S603
+                self._launched(fmt), capture_output=True, text=True, check=False
+            )
             if done.returncode != 0:
                 raise KafkaSetupError(f"formatting storage failed:\n{done.stdout}{done.stderr}")
         return [*base, "kafka.Kafka", str(props)]
@@ -207,7 +219,7 @@ class LocalKafka:
         """Start the broker process (non-blocking); use ``wait_ready`` next."""
         if _port_open(self.host, self.port):
             raise KafkaSetupError(f"port {self.port} is already in use on {self.host}")
-        cmd = self._prepare(libs or kafka_libs())
+        cmd = self._launched(self._prepare(libs or kafka_libs()))
         self.process = subprocess.Popen(  # noqa: S603
             cmd, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None
         )

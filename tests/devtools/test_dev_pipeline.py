@@ -20,8 +20,8 @@ import httpx
 import orjson
 import pytest
 
-from batchpipe.services.results_cli import stream_results
-from batchpipe.shared.local_kafka import free_port
+from batchpipe.devtools.local_kafka import free_port
+from batchpipe.services.cli.results import stream_results
 from tests.conftest import make_test_settings
 
 SEED = {

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from batchpipe.services.openai_emulator.app import create_app
-from batchpipe.services.openai_emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.app import create_app
+from batchpipe.devtools.emulator.config import EmulatorConfig
 
 START_TIMEOUT_SECONDS = 15.0
 

@@ -10,9 +10,9 @@ import asyncio
 import random
 from collections import Counter
 
-from batchpipe.services.openai_emulator.config import EmulatorConfig
-from batchpipe.services.openai_emulator.determinism import digest
-from batchpipe.services.openai_emulator.errors import rate_limited, server_error
+from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.determinism import digest
+from batchpipe.devtools.emulator.errors import rate_limited, server_error
 
 
 class FaultInjector:

@@ -41,7 +41,7 @@ def config(
     if markdown:
         typer.echo(markdown_table(), nl=False)
         return
-    from batchpipe.services.cli_support import settings_or_exit
+    from batchpipe.services.cli.support import settings_or_exit
 
     settings = settings_or_exit()
     for name in Settings.model_fields:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.cli.support import settings_or_exit
 from batchpipe.shared.settings import Settings
 
 DEFAULT_GROUP = "batchpipe-results-cli"

@@ -16,24 +16,26 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from batchpipe.services.openai_emulator.config import EmulatorConfig
-from batchpipe.services.openai_emulator.determinism import unit
-from batchpipe.services.openai_emulator.errors import APIError, batch_not_found
-from batchpipe.services.openai_emulator.files import FileStorage, new_file_id
-from batchpipe.services.openai_emulator.objects import (
+from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.determinism import unit
+from batchpipe.devtools.emulator.endpoints import LineContext
+from batchpipe.devtools.emulator.errors import APIError, batch_not_found
+from batchpipe.devtools.emulator.files import FileStorage, new_file_id
+from batchpipe.devtools.emulator.objects import (
     ENDED_STATUSES,
     TERMINAL_STATUSES,
     file_object,
 )
-from batchpipe.services.openai_emulator.process import LineContext, PassResult, run_pass
-from batchpipe.services.openai_emulator.store import Store
-from batchpipe.services.openai_emulator.validate import batch_error, validate_file
+from batchpipe.devtools.emulator.process import PassResult, run_pass
+from batchpipe.devtools.emulator.store import Store
+from batchpipe.devtools.emulator.validate import batch_error, validate_file
 from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -46,6 +48,7 @@ IDLE_TICK_SECONDS = 1.0
 CANCEL_FRACTION = 0.2  # cancelling lasts this share of the processing time
 MAX_CANCEL_SECONDS = 5.0
 FORCED_EXPIRY_DONE = 0.5  # a force-expired batch finishes this share of its lines
+PARENT_CHECK_SECONDS = 0.5  # how soon a step worker notices the emulator is gone
 
 
 def token_limit_error(model: str | None, limit: int = 2_000_000) -> Json:
@@ -389,11 +392,28 @@ def _new_pool(processes: int) -> ProcessPoolExecutor:
     # spawn, not fork: the API process runs threads (aiosqlite, to_thread), which fork would
     # copy in whatever state they are in
     pool = ProcessPoolExecutor(
-        processes, mp_context=multiprocessing.get_context("spawn"), initializer=_background
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_background,
+        initargs=(os.getpid(),),
     )
     pool.submit(int)  # start a worker now, not at the first validation
     return pool
 
 
-def _background() -> None:
+def _background(parent: int) -> None:
+    """A step worker's start: low priority, and a watch that ends it when ``parent`` is gone."""
     os.nice(STEP_NICENESS)
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """Exit the worker once the emulator that started it is gone (killed, crashed).
+
+    Nothing else would end it: it waits on its call queue, whose pipe it holds both ends of, so
+    it never sees an end of file. Polling ``getppid`` (the emulator's pid until it dies) works
+    whichever thread spawned the worker, unlike a parent death signal.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)

@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from batchpipe.services.openai_emulator.config import MAX_FILE_BYTES, EmulatorConfig
-from batchpipe.services.openai_emulator.errors import (
+from batchpipe.devtools.emulator.config import MAX_FILE_BYTES, EmulatorConfig
+from batchpipe.devtools.emulator.errors import (
     APIError,
     bad_request,
     batch_not_found,
@@ -32,18 +32,18 @@ from batchpipe.services.openai_emulator.errors import (
     missing,
     unauthorized,
 )
-from batchpipe.services.openai_emulator.faults import FaultInjector
-from batchpipe.services.openai_emulator.files import FileStorage, new_file_id
-from batchpipe.services.openai_emulator.lifecycle import Lifecycle
-from batchpipe.services.openai_emulator.objects import (
+from batchpipe.devtools.emulator.faults import FaultInjector
+from batchpipe.devtools.emulator.files import FileStorage, new_file_id
+from batchpipe.devtools.emulator.lifecycle import Lifecycle
+from batchpipe.devtools.emulator.objects import (
     batch_object,
     file_object,
     list_page,
     new_batch_id,
     present_batch,
 )
-from batchpipe.services.openai_emulator.store import Store
-from batchpipe.services.openai_emulator.uploads import FormError, read_upload_form
+from batchpipe.devtools.emulator.store import Store
+from batchpipe.devtools.emulator.uploads import FormError, read_upload_form
 from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)

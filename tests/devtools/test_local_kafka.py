@@ -1,4 +1,4 @@
-"""The project's own broker: configuration, restart on the same data, CLI errors."""
+"""The project's own broker: configuration, restart on the same data, ``batchpipe kafka``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from batchpipe.services.cli import app
+from batchpipe.devtools.local_kafka import LocalKafka, free_port
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
-from batchpipe.shared.local_kafka import LocalKafka, free_port
 from tests.conftest import make_test_settings
 from tests.support import drain
 
@@ -63,44 +61,12 @@ def test_a_restarted_broker_keeps_its_data(tmp_path: Path) -> None:
         log.close()
 
 
-def test_schema_command_prints_json_schema() -> None:
-    result = CliRunner().invoke(app, ["schema", "results"])
-    assert result.exit_code == 0, result.output
-    assert '"custom_id"' in result.output and '"title": "results"' in result.output
-
-
-def test_bad_settings_exit_2_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BATCHPIPE_TOPIC_PARTITIONS", "zero")
-    result = CliRunner().invoke(app, ["topics"])
-    assert result.exit_code == 2
-    assert "BATCHPIPE_TOPIC_PARTITIONS" in result.output
-
-
-def test_topics_command_creates_then_reports_existing(
-    kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = make_test_settings(kafka_bootstrap)
-    for name, value in {
-        "BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "BATCHPIPE_REQUESTS_TOPIC": settings.requests_topic,
-        "BATCHPIPE_BATCHES_TOPIC": settings.batches_topic,
-        "BATCHPIPE_RESULTS_TOPIC": settings.results_topic,
-        "BATCHPIPE_DEAD_LETTERS_TOPIC": settings.dead_letters_topic,
-    }.items():
-        monkeypatch.setenv(name, value)
-    first = CliRunner().invoke(app, ["topics"])
-    assert first.exit_code == 0, first.output
-    assert f"{settings.requests_topic}: created" in first.output
-    second = CliRunner().invoke(app, ["topics"])
-    assert f"{settings.requests_topic}: exists" in second.output
-
-
 def test_compose_runs_the_same_kafka_version_in_kraft_mode() -> None:
     import yaml
 
-    from batchpipe.shared.local_kafka import KAFKA_VERSION
+    from batchpipe.devtools.local_kafka import KAFKA_VERSION
 
-    compose = yaml.safe_load((Path(__file__).parent.parent / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
     kafka = compose["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -114,12 +80,12 @@ def test_cluster_id_never_starts_with_a_dash(
     """The storage tool reads "-..." as an option: such ids must be skipped (and replaced)."""
     import uuid
 
-    from batchpipe.shared import local_kafka
+    from batchpipe.devtools import local_kafka
 
     dashed = uuid.UUID(bytes=b"\xfb" + bytes(15))  # base64url "-w..."
     plain = uuid.UUID(bytes=bytes(16))
     draws = iter([dashed, plain])
-    monkeypatch.setattr("batchpipe.shared.local_kafka.uuid.uuid4", lambda: next(draws))
+    monkeypatch.setattr("batchpipe.devtools.local_kafka.uuid.uuid4", lambda: next(draws))
     (tmp_path / "cluster.id").write_text("-wAAAAAAAAAAAAAAAAAAAA")  # left by an older version
     assert local_kafka._cluster_id(tmp_path) == "AAAAAAAAAAAAAAAAAAAAAA"
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from batchpipe.services.cli_support import settings_or_exit
+from batchpipe.services.cli.support import settings_or_exit
 
 
 def kafka(
@@ -28,7 +28,12 @@ def kafka(
     Uses KAFKA_HOME if set, otherwise fetches the broker's jars from Maven Central with mvn
     into ~/.cache/batchpipe (BATCHPIPE_KAFKA_CACHE overrides). Needs Java 17+.
     """
-    from batchpipe.shared.local_kafka import KAFKA_VERSION, KafkaSetupError, LocalKafka, kafka_libs
+    from batchpipe.devtools.local_kafka import (
+        KAFKA_VERSION,
+        KafkaSetupError,
+        LocalKafka,
+        kafka_libs,
+    )
 
     def say(msg: str) -> None:
         typer.echo(msg, err=True)

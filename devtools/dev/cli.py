@@ -1,7 +1,7 @@
 """``batchpipe dev``: start Kafka, the topics, the emulator, ingest, dispatcher and poller.
 
-The plan (``services.dev.plan``) says what to start; the supervisor
-(``services.dev.supervisor``) runs it. This module checks the plan can work (commands
+The plan (``devtools.dev.plan``) says what to start; the supervisor
+(``devtools.dev.supervisor``) runs it. This module checks the plan can work (commands
 installed, ports free), starts the children in order (waiting for Kafka before creating the
 topics, and for each HTTP port before the next child), prints the settings and URLs, and
 stops everything in reverse order on Ctrl-C or SIGTERM.
@@ -17,12 +17,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from batchpipe.services.dev.plan import (
+from batchpipe.devtools.dev.plan import (
     DevOptions,
     DevPlan,
     OpenAIMode,
@@ -31,7 +32,7 @@ from batchpipe.services.dev.plan import (
     missing_commands,
     ports_of,
 )
-from batchpipe.services.dev.supervisor import Child, Supervisor
+from batchpipe.devtools.dev.supervisor import Child, Supervisor
 
 KAFKA_READY_TIMEOUT = 600.0  # the first start may still fetch the jars with Maven
 SERVICE_READY_TIMEOUT = 60.0
@@ -139,63 +140,74 @@ async def run_dev(plan: DevPlan, sup: Supervisor, stop: asyncio.Event) -> int:
     return code
 
 
-def _available_commands() -> list[str]:
-    from batchpipe.services.cli import app
-
-    return [c.name for c in app.registered_commands if c.name]
-
-
 class OpenAIChoice(enum.StrEnum):
     emulator = "emulator"
     real = "real"
 
 
-def dev(
-    openai: Annotated[
-        OpenAIChoice,
-        typer.Option(
-            help="emulator: a local OpenAI emulator on :8100; real: api.openai.com with "
-            "OPENAI_API_KEY (and OPENAI_BASE_URL if set)."
-        ),
-    ] = OpenAIChoice.emulator,
-    data_dir: Annotated[
-        Path, typer.Option(help="Where Kafka, the emulator and the services keep their state.")
-    ] = Path(".batchpipe"),
-    kafka_port: Annotated[int, typer.Option(help="Port of the local Kafka broker.")] = 9092,
-    ingest_port: Annotated[int, typer.Option(help="Port of ingest (POST /requests).")] = 8000,
-    emulator_port: Annotated[int, typer.Option(help="Port of the OpenAI emulator.")] = 8100,
-    poller_port: Annotated[int, typer.Option(help="Port of the poller (/status).")] = 8001,
-    dispatcher_port: Annotated[int, typer.Option(help="Port of the dispatcher's web.")] = 6066,
-) -> None:
-    """Run the whole pipeline locally in one terminal, with demo-friendly settings.
+def dev_command(available_commands: Callable[[], Iterable[str]]) -> Callable[..., None]:
+    """The ``batchpipe dev`` command, for a CLI whose subcommands are ``available_commands()``.
 
-    Starts the local Kafka (Java 17; jars via Maven or KAFKA_HOME), creates the topics, then the
-    OpenAI emulator, ingest, the dispatcher and the poller as child processes, each log line
-    prefixed with its name. Windows close after 5 s (BATCHPIPE_BATCH_MAX_WAIT_SECONDS) and
-    batches are polled every second (BATCHPIPE_POLL_INTERVAL_SECONDS) unless your environment
-    sets them. Ctrl-C stops everything; state is kept in --data-dir.
+    The CLI registering ``dev`` passes its own command table, so this module never imports the
+    CLI: the dependency runs one way (the CLI -> devtools). The table is asked for only when
+    ``dev`` runs, once every command is registered.
     """
-    mode: OpenAIMode = "real" if openai is OpenAIChoice.real else "emulator"
-    options = DevOptions(
-        openai=mode,
-        data_dir=data_dir,
-        kafka_port=kafka_port,
-        ingest_port=ingest_port,
-        emulator_port=emulator_port,
-        poller_port=poller_port,
-        dispatcher_port=dispatcher_port,
-    )
+
+    def dev(
+        openai: Annotated[
+            OpenAIChoice,
+            typer.Option(
+                help="emulator: a local OpenAI emulator on :8100; real: api.openai.com with "
+                "OPENAI_API_KEY (and OPENAI_BASE_URL if set)."
+            ),
+        ] = OpenAIChoice.emulator,
+        data_dir: Annotated[
+            Path, typer.Option(help="Where Kafka, the emulator and the services keep their state.")
+        ] = Path(".batchpipe"),
+        kafka_port: Annotated[int, typer.Option(help="Port of the local Kafka broker.")] = 9092,
+        ingest_port: Annotated[int, typer.Option(help="Port of ingest (POST /requests).")] = 8000,
+        emulator_port: Annotated[int, typer.Option(help="Port of the OpenAI emulator.")] = 8100,
+        poller_port: Annotated[int, typer.Option(help="Port of the poller (/status).")] = 8001,
+        dispatcher_port: Annotated[int, typer.Option(help="Port of the dispatcher's web.")] = 6066,
+    ) -> None:
+        """Run the whole pipeline locally in one terminal, with demo-friendly settings.
+
+        Starts the local Kafka (Java 17; jars via Maven or KAFKA_HOME), creates the topics, then
+        the OpenAI emulator, ingest, the dispatcher and the poller as child processes, each log
+        line prefixed with its name. Windows close after 5 s (BATCHPIPE_BATCH_MAX_WAIT_SECONDS)
+        and batches are polled every second (BATCHPIPE_POLL_INTERVAL_SECONDS) unless your
+        environment sets them. Ctrl-C stops everything; state is kept in --data-dir.
+        """
+        mode: OpenAIMode = "real" if openai is OpenAIChoice.real else "emulator"
+        options = DevOptions(
+            openai=mode,
+            data_dir=data_dir,
+            kafka_port=kafka_port,
+            ingest_port=ingest_port,
+            emulator_port=emulator_port,
+            poller_port=poller_port,
+            dispatcher_port=dispatcher_port,
+        )
+        run_dev_command(options, available_commands())
+
+    return dev
+
+
+def run_dev_command(options: DevOptions, available_commands: Iterable[str]) -> None:
+    """Check the plan of ``options`` can work here, run it until Ctrl-C/SIGTERM; exit with its
+    code (``typer.Exit``; 2 for a plan that cannot work)."""
     try:
         plan = build_plan(options, os.environ)
     except PlanError as exc:
         typer.secho(f"batchpipe dev: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
-    missing = missing_commands(plan, _available_commands())
+    missing = missing_commands(plan, available_commands)
     if missing:
         typer.secho(
             "batchpipe dev: this installation has no `batchpipe "
             + "`, `batchpipe ".join(missing)
-            + "` command yet (its service is not built or not registered in services/cli.py)",
+            + "` command yet (its service is not built or not registered in "
+            "services/cli/commands.py)",
             err=True,
             fg="red",
         )

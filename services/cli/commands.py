@@ -1,24 +1,24 @@
-"""The ``batchpipe`` command: one subcommand per process and a few operator tools.
+"""The ``batchpipe`` Typer app: every subcommand registered here, in one table of contents.
 
-Each subcommand lives beside the process it runs (``services/<name>/cli.py``) and is only
-registered here, so this module stays a table of contents. Heavy imports happen inside the
-commands, keeping ``batchpipe --help`` fast.
+A process's subcommand lives beside the process it runs (``services/<name>/cli.py``), an
+operator tool in this package (``services/cli/<command>.py``); both are only registered here.
+Heavy imports happen inside the commands, keeping ``batchpipe --help`` fast.
 """
 
 from __future__ import annotations
 
 import typer
 
-from batchpipe.services.config_cli import config
-from batchpipe.services.dev.cli import dev
+from batchpipe.devtools.dev.cli import dev_command
+from batchpipe.devtools.emulator.cli import openai_emulator
+from batchpipe.services.cli.config import config
+from batchpipe.services.cli.kafka import kafka, topics
+from batchpipe.services.cli.results import results
+from batchpipe.services.cli.schema import schema
+from batchpipe.services.cli.submit import submit
 from batchpipe.services.dispatcher.cli import dispatcher
 from batchpipe.services.ingest.cli import ingest
-from batchpipe.services.kafka_cli import kafka, topics
-from batchpipe.services.openai_emulator.cli import openai_emulator
 from batchpipe.services.poller.cli import poller, status
-from batchpipe.services.results_cli import results
-from batchpipe.services.schema_cli import schema
-from batchpipe.services.submit_cli import submit
 
 app = typer.Typer(
     name="batchpipe",
@@ -38,17 +38,9 @@ app.command("config")(config)
 app.command("dispatcher")(dispatcher)
 app.command("emulator")(openai_emulator)
 app.command("openai-emulator")(openai_emulator)  # the older name, kept for scripts
-app.command("dev")(dev)
+app.command("dev")(dev_command(lambda: [c.name for c in app.registered_commands if c.name]))
 app.command("submit")(submit)
 app.command("results")(results)
 app.command("ingest")(ingest)
 app.command("poller")(poller)
 app.command("status")(status)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":  # ``python -m services.cli``: how child processes are started
-    main()
