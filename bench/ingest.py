@@ -14,7 +14,7 @@ runs in its own process. Each figure is the steady state over ``--seconds`` afte
 plus the CPU time the producing process (raw producer, or the server) spent per item, which
 hardly depends on what else the machine is doing. The raw producer and ingest(100) run in
 alternating pairs (``--rounds``) so that both see the same machine load.
-Target (issue 4): ingest with 100-item POSTs ≥ 50% of the raw producer's items/s.
+Target: ingest with 100-item POSTs ≥ 50% of the raw producer's items/s.
 """
 
 from __future__ import annotations

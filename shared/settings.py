@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         8001, ge=1, le=65535, description="Poller's HTTP port (/status, /healthz, /metrics)."
     )
 
-    # --- Dispatcher (issue 5) -------------------------------------------------------------
+    # --- Dispatcher ----------------------------------------------------------------------
     dispatcher_group_id: str = Field(
         "batchpipe-dispatcher",
         min_length=1,

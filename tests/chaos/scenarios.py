@@ -408,7 +408,7 @@ EMULATOR_FAULTS = [
 
 
 async def scenario(number: int, workdir: Path, size: Size) -> Row:
-    """Run scenario ``number`` (1 to 6) of issue 8."""
+    """Run scenario ``number`` (1 to 6) of the reliability suite."""
     path = workdir / f"scenario-{number}"
     if number == 1:
         return await run_scenario(
