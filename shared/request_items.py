@@ -75,6 +75,39 @@ def new_custom_id() -> str:
     )
 
 
+def new_custom_ids(count: int) -> list[str]:
+    """``count`` new ids, exactly as ``count`` calls of ``new_custom_id`` would give them (same
+    layout and order), for a fraction of the cost: one lock, one clock read and one draw of
+    random bits for all of them."""
+    if count <= 0:
+        return []
+    with _id_lock:
+        ms = _time_ns() // 1_000_000
+        if ms > _id_state[0]:
+            _id_state[0] = ms
+            first = _getrandbits(_COUNTER_SEED_BITS)
+        else:
+            ms = _id_state[0]
+            first = _id_state[1] + 1
+        if (first + count - 1) >> _COUNTER_BITS:  # would overflow: borrow the next millisecond
+            _id_state[0] = ms = ms + 1
+            first = _getrandbits(_COUNTER_SEED_BITS)
+        _id_state[1] = first + count - 1
+    tails = "%0*x" % (8 * count, _getrandbits(32 * count))  # noqa: UP031
+    prefix = "%08x-%04x-" % (ms >> 16, ms & 0xFFFF)  # noqa: UP031
+    return [
+        "%s%04x-%04x-%04x%s"  # noqa: UP031
+        % (
+            prefix,
+            0x7000 | (counter >> 30),
+            0x8000 | ((counter >> 16) & 0x3FFF),
+            counter & 0xFFFF,
+            tails[8 * i : 8 * i + 8],
+        )
+        for i, counter in enumerate(range(first, first + count))
+    ]
+
+
 # --- normalisation --------------------------------------------------------------------------
 
 

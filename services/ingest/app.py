@@ -30,7 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from batchpipe.services.ingest.auth import ApiKeys, AuthResult
-from batchpipe.services.ingest.publish import Encoded, Publisher, Unavailable, encode_lines
+from batchpipe.services.ingest.encode import LineEncoder, Record
+from batchpipe.services.ingest.publish import Publisher, Unavailable
 from batchpipe.services.ingest.validate import BodyError, ItemError, parse_body, validate_items
 from batchpipe.shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
 from batchpipe.shared.kafka import topic_exists
@@ -137,7 +138,7 @@ def _request_body_schema(max_items: int) -> dict[str, Any]:
 class Ready:
     """A POST's lines, encoded, ready to publish."""
 
-    records: list[Encoded]
+    records: list[Record]
     ids: list[str]
 
 
@@ -220,6 +221,7 @@ def create_app(
     max_items = settings.ingest_max_items
     default_model = settings.default_model
     default_kwargs = dict(settings.default_request_kwargs)
+    encoder = LineEncoder(default_model, default_kwargs)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -268,20 +270,17 @@ def create_app(
                 413, "too_many_items", f"{count} items; at most {max_items} per POST", [], count
             )
         checked = validate_items(
-            parsed.items, default_model=default_model, default_kwargs=default_kwargs
+            parsed.items,
+            default_model=default_model,
+            default_kwargs=default_kwargs,
+            encoder=encoder,
         )
         if not checked.ok:
             reason = f"{len(checked.errors)} of {count} items invalid"
+            if checked.too_large:
+                return Refusal(413, "item_too_large", "items too large", checked.errors, count)
             return Refusal(422, "invalid", reason, checked.errors, count)
-        records, problems = encode_lines(checked.lines)
-        if problems:
-            errors = [ItemError(p.index, p.reason) for p in problems]
-            if all(p.too_large for p in problems):
-                return Refusal(413, "item_too_large", "items too large", errors, count)
-            return Refusal(
-                422, "invalid", f"{len(problems)} of {count} items invalid", errors, count
-            )
-        return Ready(records, [line.custom_id for line in checked.lines])
+        return Ready(checked.records, checked.ids)
 
     def refuse(
         status: int,

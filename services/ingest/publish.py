@@ -1,42 +1,42 @@
-"""Publish step of ingest: put the lines of one POST on the requests topic, all acked or none.
+"""Publish step of ingest: put the records of one POST on the requests topic, all acked or none.
 
 ``Publisher`` owns the one shared idempotent ``acks=all`` producer of the process. It connects
-in the background (the HTTP server starts even while Kafka is down, and reports not ready), and
-``publish`` sends every line of one POST without awaiting each one (``send()`` for all, then
-the delivery futures together) under one deadline. Anything short of every ack within it —
-not connected, a timeout, a Kafka error — raises ``Unavailable``: the caller answers 503.
-Some lines of such a POST may still reach Kafka; a client retries with the same custom_ids.
+in the background (the HTTP server starts even while Kafka is down, and reports not ready).
+
+``publish`` appends a POST's records to Kafka record batches itself — one open batch per
+partition, shared by every POST in flight (group commit) — instead of one ``send()`` and one
+future per record. A partition's open batch is handed to the producer (``send_batch``) as soon
+as the producer can take it: at once when that partition has nothing queued, else when the
+batch before it leaves for the broker (aiokafka keeps one queued batch per partition and one
+produce request in flight per broker), so the records of POSTs arriving meanwhile travel
+together. The partition is Kafka's default for the key (``partition_of``), as ``send()`` would
+pick. A POST returns once every batch holding one of its records is acknowledged by all
+in-sync replicas, within the publish timeout; anything less — not connected, a timeout, a
+Kafka error — raises ``Unavailable`` and the caller answers 503. Some records of such a POST
+may still reach Kafka; a client retries with the same custom_ids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
 
-from batchpipe.shared.contracts import RequestLine, encode, key_bytes
+from batchpipe.services.ingest.encode import Record
 from batchpipe.shared.kafka import make_producer
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.partitioner import partition_of
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import MAX_REQUEST_SIZE
 
 log = get_logger(__name__)
 
-# Producer tuning for many small lines at once: batches of up to 512 KiB per partition (the
-# default, 16 KiB, holds ~50 lines); the shared producer's 5 ms linger is kept (2 ms measured
-# no better).
-PRODUCER_OVERRIDES: Final[dict[str, Any]] = {"max_batch_size": 512 * 1024}
-# A POST's sends yield to the event loop after this many records.
-YIELD_EVERY: Final = 1000
-# A record costs this much beyond its key and value (batch framing, headers): items larger
-# than the producer's limit minus this are refused before anything is sent.
-RECORD_OVERHEAD: Final = 16 * 1024
-MAX_VALUE_BYTES: Final = MAX_REQUEST_SIZE - RECORD_OVERHEAD
+# Record batches of up to 512 KiB per partition (the default, 16 KiB, holds ~50 lines), and no
+# linger: a batch waits only while its partition's previous batch is in flight, and fills then.
+PRODUCER_OVERRIDES: Final[dict[str, Any]] = {"max_batch_size": 512 * 1024, "linger_ms": 0}
 
 
 class Unavailable(Exception):
@@ -47,39 +47,94 @@ class Unavailable(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """One line as it goes on the topic: key ``custom_id``, value the JSON line."""
+class OpenBatch:
+    """One record batch being filled for one partition, and the future of its delivery."""
 
-    key: bytes
-    value: bytes
+    __slots__ = ("builder", "delivered")
 
-
-@dataclass(frozen=True, slots=True)
-class EncodeProblem:
-    """Line ``index`` cannot go on the topic: too large, or not serialisable (too deep)."""
-
-    index: int
-    reason: str
-    too_large: bool
+    def __init__(self, builder: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.builder = builder
+        self.delivered: asyncio.Future[Any] = loop.create_future()
 
 
-def encode_lines(lines: Sequence[RequestLine]) -> tuple[list[Encoded], list[EncodeProblem]]:
-    """Serialise every line (``contracts.encode``); also list the lines that cannot be sent."""
-    encoded: list[Encoded] = []
-    problems: list[EncodeProblem] = []
-    for index, line in enumerate(lines):
+class GroupCommit:
+    """The open batches of one producer and topic, per partition, and their submission."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._loop = asyncio.get_running_loop()
+        self._open: dict[int, OpenBatch] = {}  # per partition: the batch records join
+        self._queues: dict[int, deque[OpenBatch]] = {}  # per partition: not yet handed over
+        self._submitters: dict[int, asyncio.Task[None]] = {}
+
+    def append(self, partition: int, key: bytes, value: bytes) -> OpenBatch:
+        """Add one record to the partition's open batch, or to a new one when that is full or
+        already drained for a produce request."""
+        batch = self._open.get(partition)
+        if batch is not None and batch.builder.append(key=key, value=value, timestamp=None):
+            return batch
+        batch = self._open[partition] = OpenBatch(self._producer.create_batch(), self._loop)
+        if batch.builder.append(key=key, value=value, timestamp=None) is None:
+            raise ValueError(f"record of {len(value)} bytes does not fit in a batch")
+        queue = self._queues.get(partition)
+        if queue is None:
+            queue = self._queues[partition] = deque()
+        queue.append(batch)
+        if partition not in self._submitters:
+            self._submitters[partition] = self._loop.create_task(
+                self._submit(partition, queue), name=f"ingest-submit-{partition}"
+            )
+        return batch
+
+    async def _submit(self, partition: int, queue: deque[OpenBatch]) -> None:
+        """Hand the partition's batches to the producer, oldest first, each once the one before
+        it is acknowledged (or failed), until none is left. A batch is closed only when it is
+        handed over, so it collects records for as long as its predecessor is on the wire.
+        (The producer sends one request per broker at a time anyway; a batch left open inside
+        it would change size after its idempotence sequence number was assigned.)"""
+        previous: OpenBatch | None = None
         try:
-            value = encode(line)
-        except (ValueError, TypeError) as exc:  # e.g. nesting deeper than the serialiser allows
-            problems.append(EncodeProblem(index, f"item cannot be serialised: {exc}", False))
-            continue
-        if len(value) > MAX_VALUE_BYTES:
-            reason = f"item is {len(value)} bytes; at most {MAX_VALUE_BYTES}"
-            problems.append(EncodeProblem(index, reason, True))
-            continue
-        encoded.append(Encoded(key_bytes(line.custom_id), value))
-    return encoded, problems
+            while queue:
+                if previous is not None and not previous.delivered.done():
+                    await asyncio.wait([previous.delivered])
+                batch = queue.popleft()
+                batch.builder.close()
+                previous = batch
+                try:
+                    future = await self._producer.send_batch(
+                        batch.builder, self._topic, partition=partition
+                    )
+                except Exception as exc:  # closed producer, queue timeout, unknown partition
+                    _settle(batch.delivered, exc)
+                    continue
+                future.add_done_callback(_forward_to(batch.delivered))
+        finally:
+            del self._submitters[partition]
+
+    async def close(self) -> None:
+        """Wait for the batches already handed over or queued to be submitted."""
+        if self._submitters:
+            await asyncio.gather(*self._submitters.values(), return_exceptions=True)
+
+
+def _settle(target: asyncio.Future[Any], exc: BaseException) -> None:
+    if not target.done():
+        target.set_exception(exc)
+
+
+def _forward_to(target: asyncio.Future[Any]) -> Any:
+    def forward(source: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if source.cancelled():
+            target.set_exception(TimeoutError("delivery cancelled"))
+        elif (exc := source.exception()) is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(source.result())
+
+    return forward
 
 
 class Publisher:
@@ -102,6 +157,7 @@ class Publisher:
         self._max_retry_delay = max_retry_delay
         self._overrides = {**PRODUCER_OVERRIDES, **producer_overrides}
         self._producer: AIOKafkaProducer | None = None
+        self._group: GroupCommit | None = None
         self._connector: asyncio.Task[None] | None = None
 
     @property
@@ -131,6 +187,9 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         producer, self._producer = self._producer, None
+        group, self._group = self._group, None
+        if group is not None:
+            await group.close()
         if producer is not None:
             await producer.stop()
             log.info("ingest.producer.stopped")
@@ -157,60 +216,54 @@ class Publisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry_delay)
                 continue
+            self._group = GroupCommit(producer, self._topic)
             self._producer = producer
             log.info("ingest.producer.connected", attempt=attempt, topic=self._topic)
             return
 
-    async def publish(self, records: Sequence[Encoded]) -> None:
-        """Send every record and wait for all acks within the publish timeout, or raise
-        ``Unavailable``. Sends are not awaited one by one: all are queued, then awaited."""
-        producer = self._producer
-        if producer is None:
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Append every record to the shared batches and wait until each batch holding one is
+        acknowledged, within the publish timeout; else raise ``Unavailable``."""
+        producer, group = self._producer, self._group
+        if producer is None or group is None:
             raise Unavailable("not connected to Kafka yet")
-        futures: list[asyncio.Future[Any]] = []
+        batches: set[OpenBatch] = set()
         try:
             async with asyncio.timeout(self._timeout):
-                send = producer.send
-                topic = self._topic
-                partitions = sorted(await producer.partitions_for(topic))
-                for i, record in enumerate(records, 1):
-                    partition = partition_of(record.key, partitions)
-                    futures.append(
-                        await send(topic, value=record.value, key=record.key, partition=partition)
-                    )
-                    if not i % YIELD_EVERY:  # a big POST lets the other requests move on
-                        await asyncio.sleep(0)
-                if futures:
-                    await asyncio.wait(futures)
+                partitions = sorted(await producer.partitions_for(self._topic))
+                append = group.append
+                for key, value in records:
+                    batches.add(append(partition_of(key, partitions), key, value))
+                done, _ = await asyncio.wait([b.delivered for b in batches])
         except TimeoutError:
-            _consume_later(futures)
+            _consume_later(batches)
             raise Unavailable(f"Kafka did not acknowledge within {self._timeout:g}s") from None
         except Exception as exc:  # KafkaError and anything else the producer raises
-            _consume_later(futures)
+            _consume_later(batches)
             log.warning("ingest.publish.failed", error=type(exc).__name__, detail=str(exc))
             raise Unavailable(f"Kafka error: {type(exc).__name__}") from None
-        failed = [f for f in futures if f.cancelled() or f.exception() is not None]
+        failed = [f.exception() for f in done if f.exception() is not None]
         if failed:
-            first = failed[0].exception() if not failed[0].cancelled() else TimeoutError()
+            first = failed[0]
             log.warning(
                 "ingest.publish.failed",
                 error=type(first).__name__,
                 detail=str(first),
-                failed=len(failed),
-                sent=len(futures),
+                failed_batches=len(failed),
+                batches=len(batches),
             )
             raise Unavailable(f"Kafka error: {type(first).__name__}")
 
 
-def _consume_later(futures: Sequence[asyncio.Future[Any]]) -> None:
-    """Retrieve the outcome of abandoned delivery futures (no 'never retrieved' warnings)."""
+def _consume_later(batches: set[OpenBatch]) -> None:
+    """Retrieve the outcome of abandoned deliveries (no 'never retrieved' warnings)."""
 
     def done(future: asyncio.Future[Any]) -> None:
         if not future.cancelled():
             future.exception()
 
-    for future in futures:
-        future.add_done_callback(done)
+    for batch in batches:
+        batch.delivered.add_done_callback(done)
 
 
 async def _quietly_stop(producer: AIOKafkaProducer) -> None:

@@ -2,10 +2,11 @@
 
 Pure and synchronous: the body is parsed once with orjson and every item is checked once.
 The body is ``{"data": [item, ...]}`` (the original sample's shape) or one item on its own.
-Each item is normalised by ``shared.request_items.normalize_item`` (the shapes and reasons
-every front door shares: bare chat messages, an object with ``messages``, or a full OpenAI
-batch line; a missing ``custom_id`` is generated, a missing model is ``DEFAULT_MODEL``).
-Here: the body and its ``data`` wrapper, and custom_ids repeated within one POST.
+Each item is checked and encoded by ``encode.LineEncoder`` (the shapes and reasons of
+``shared.request_items``, which every front door shares: bare chat messages, an object with
+``messages``, or a full OpenAI batch line; a missing ``custom_id`` is generated, a missing
+model is the default). Here: the body and its ``data`` wrapper, and custom_ids repeated within
+one POST.
 Validation is all-or-nothing: the result carries either every line or every bad item's index
 and reason (index ``None`` for the body as a whole).
 """
@@ -18,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from batchpipe.shared.contracts import RequestLine
-from batchpipe.shared.request_items import ItemRefused, normalize_item, shown_names
+from batchpipe.services.ingest.encode import ItemTooLarge, LineEncoder, Record
+from batchpipe.shared.contracts import RequestLine, decode
+from batchpipe.shared.request_items import ItemRefused, new_custom_ids, shown_names
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +44,22 @@ class Parsed:
 
 @dataclass(frozen=True, slots=True)
 class Validated:
-    """Either ``lines`` (all items good) or ``errors`` (at least one bad item); never both."""
+    """Either ``records`` and their ``ids`` (all items good) or ``errors`` (at least one bad
+    item); never both. ``too_large``: every error is an item too large for a record."""
 
-    lines: list[RequestLine]
+    records: list[Record]
+    ids: list[str]
     errors: list[ItemError]
+    too_large: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def lines(self) -> list[RequestLine]:
+        """The records' request lines, decoded again (for callers and tests, not the hot path)."""
+        return [decode(RequestLine, value) for _, value in self.records]
 
 
 class BodyError(ValueError):
@@ -84,28 +94,42 @@ def parse_body(raw: bytes) -> Parsed:
 
 
 def validate_items(
-    items: Sequence[Any], *, default_model: str, default_kwargs: Mapping[str, Any]
+    items: Sequence[Any],
+    *,
+    default_model: str,
+    default_kwargs: Mapping[str, Any],
+    encoder: LineEncoder | None = None,
 ) -> Validated:
-    """Check every item and build its request line; all items good or the list of errors."""
-    lines: list[RequestLine] = []
+    """Check and encode every item; all items good or the list of errors. ``encoder`` (built
+    from the defaults if not given) is reused across calls by the service."""
+    encode = (encoder or LineEncoder(default_model, default_kwargs)).encode
+    records: list[Record] = []
+    ids: list[str] = []
     errors: list[ItemError] = []
+    too_large = True
     first_index: dict[str, int] = {}
+    fresh = new_custom_ids(len(items))  # ids for the bare-message items, made at once
     for index, item in enumerate(items):
         try:
-            line = normalize_item(item, default_model, default_kwargs)
+            custom_id, value = encode(item, fresh[index])
         except ItemRefused as exc:
             errors.append(ItemError(index, str(exc)))
+            too_large = too_large and isinstance(exc, ItemTooLarge)
             continue
-        seen = first_index.setdefault(line.custom_id, index)
-        if seen != index:
-            errors.append(
-                ItemError(index, f"duplicate custom_id {line.custom_id!r} (also item {seen})")
-            )
-            continue
-        lines.append(line)
+        if type(item) is not list:  # bare messages get a fresh generated id: never repeated
+            seen = first_index.setdefault(custom_id, index)
+            if seen != index:
+                errors.append(
+                    ItemError(index, f"duplicate custom_id {custom_id!r} (also item {seen})")
+                )
+                too_large = False
+                continue
+        if not errors:
+            records.append((custom_id.encode(), value))
+            ids.append(custom_id)
     if errors:
-        return Validated([], errors)
-    return Validated(lines, [])
+        return Validated([], [], errors, too_large)
+    return Validated(records, ids, [])
 
 
 def validate_body(
@@ -115,5 +139,5 @@ def validate_body(
     try:
         parsed = parse_body(raw)
     except BodyError as exc:
-        return Validated([], [ItemError(None, str(exc))])
+        return Validated([], [], [ItemError(None, str(exc))])
     return validate_items(parsed.items, default_model=default_model, default_kwargs=default_kwargs)

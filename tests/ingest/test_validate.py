@@ -12,9 +12,9 @@ import pytest
 from pydantic import SecretStr
 
 from batchpipe.services.ingest.auth import ApiKeys, AuthResult
-from batchpipe.services.ingest.publish import MAX_VALUE_BYTES, encode_lines
+from batchpipe.services.ingest.encode import MAX_VALUE_BYTES, LineEncoder
 from batchpipe.services.ingest.validate import ItemError, Validated, validate_body
-from batchpipe.shared.contracts import RequestLine, decode, is_valid_custom_id
+from batchpipe.shared.contracts import RequestLine, decode, encode, is_valid_custom_id
 from batchpipe.shared.request_items import new_custom_id
 from tests.ingest.conftest import SEED_CURL_BODY
 
@@ -187,25 +187,39 @@ def test_new_custom_id_is_unique_sortable_uuid7() -> None:
     assert abs((parsed.int >> 80) - time.time() * 1000) < 60_000  # milliseconds since 1970
 
 
-def test_encode_lines_matches_the_contract_and_flags_oversized_items() -> None:
+def test_records_are_the_contract_bytes_and_oversized_items_are_413_errors() -> None:
+    result = check({"data": [MSG, {"custom_id": "c-1", "messages": MSG}]})
+    assert result.ok and len(result.records) == 2
+    for (key, value), line, custom_id in zip(result.records, result.lines, result.ids, strict=True):
+        assert key == custom_id.encode() == line.custom_id.encode()
+        assert value == encode(line)  # the very bytes contracts.encode gives
+    assert result.ids[1] == "c-1"
+
     big = "x" * (MAX_VALUE_BYTES + 1)
     result = check({"data": [MSG, [{"role": "user", "content": big}]]})
-    records, problems = encode_lines(result.lines)
-    assert records[0].key == result.lines[0].custom_id.encode()
-    assert decode(RequestLine, records[0].value) == result.lines[0]
-    assert [(p.index, p.too_large) for p in problems] == [(1, True)]
-    assert "bytes; at most" in problems[0].reason
+    assert not result.ok and not result.records and result.too_large
+    assert [e.index for e in result.errors] == [1]
+    assert "bytes; at most" in result.errors[0].reason
 
     nested = "[" * 400 + "]" * 400  # valid JSON that the contract's serialiser refuses (deep)
     too_deep = check(
-        b'{"data": [[{"role": "user"}], {"messages": [{"role": "user"}], "meta": %s}]}'
-        % nested.encode()
+        b'{"data": [[{"role": "user"}], {"messages": [{"role": "user"}], "meta": %s}, '
+        b'[{"role": "user", "content": %s}]]}' % (nested.encode(), nested.encode())
     )
-    assert too_deep.ok
-    records, problems = encode_lines(too_deep.lines)
-    assert len(records) == 1
-    assert [(p.index, p.too_large) for p in problems] == [(1, False)]
-    assert "cannot be serialised" in problems[0].reason
+    assert not too_deep.ok and not too_deep.too_large
+    assert [e.index for e in too_deep.errors] == [1, 2]
+    assert all("cannot be serialised" in e.reason for e in too_deep.errors)
+
+
+def test_bare_messages_fast_path_gives_the_same_line_as_the_contract() -> None:
+    kwargs = {"max_tokens": 5, "temperature": 0.5, "stop": ["\n", "é"], "model": "gpt-x"}
+    encoder = LineEncoder("gpt-4o-mini", kwargs)
+    item = [{"role": "system", "content": 's "q" ☃'}, {"role": "user", "content": [{"a": 1}]}]
+    custom_id, value = encoder.encode(item)
+    body = {"model": "gpt-4o-mini", **kwargs, "messages": item}
+    line = RequestLine(custom_id=custom_id, url="/v1/chat/completions", body=body)
+    assert value == encode(line)
+    assert decode(RequestLine, value).body["model"] == "gpt-x"  # the defaults' own model wins
 
 
 def test_api_keys_constant_time_check() -> None:
