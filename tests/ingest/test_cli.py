@@ -120,7 +120,8 @@ def scraped(text: str, name: str) -> float:
 @pytest.mark.slow
 async def test_every_metrics_scrape_reports_all_workers(settings: Settings, tmp_path: Path) -> None:
     """``--workers 2``: both workers accept POSTs, and every scrape, whichever worker serves it,
-    reports the sum; the run's metrics directory is private to it and removed at exit."""
+    reports the sum, also once a worker has been killed; the run's metrics directory is private
+    to it and removed at exit."""
     parent = tmp_path / "prometheus"
     parent.mkdir()
     stale = parent / "counter_1.db"  # not the run's: never read, never removed
@@ -166,6 +167,20 @@ async def test_every_metrics_scrape_reports_all_workers(settings: Settings, tmp_
             assert answer.headers["content-type"].startswith("text/plain")
             assert scraped(answer.text, ACCEPTED) == total
             assert scraped(answer.text, "batchpipe_ingest_requests_in_flight") == 0
+
+        # A worker killed without a shutdown: the parent removes its live gauge; uvicorn
+        # replaces it; its counts stay in the total.
+        victim = min(per_worker)
+        live_gauge = run_dir / f"gauge_livesum_{victim}.db"
+        assert live_gauge.exists()
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while live_gauge.exists():
+            assert time.monotonic() < deadline, "the dead worker's live gauge stayed"
+            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as client:
+            answer = await client.get("/metrics")
+        assert scraped(answer.text, ACCEPTED) == total
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
