@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from typer.testing import CliRunner
 
+from batchpipe.services.cli import app
 from batchpipe.services.ingest.app import create_app
 from batchpipe.services.ingest.worker_metrics import (
     DIR_PREFIX,
@@ -153,3 +155,13 @@ def test_metrics_directory_is_fresh_private_and_removed(
         assert os.environ[MULTIPROC_ENV] == str(path)
     assert not path.exists()
     assert os.environ.get(MULTIPROC_ENV) == (str(tmp_path) if preset else None)
+
+
+def test_ingest_exits_2_when_the_metrics_directory_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "missing"))
+    result = CliRunner().invoke(app, ["ingest", "--workers", "2", "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert "cannot create the metrics directory" in result.output
+    assert os.environ[MULTIPROC_ENV] == str(tmp_path / "missing")
