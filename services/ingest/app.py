@@ -33,6 +33,7 @@ from batchpipe.services.ingest.auth import ApiKeys, AuthResult
 from batchpipe.services.ingest.encode import LineEncoder, Record
 from batchpipe.services.ingest.publish import Publisher, Unavailable
 from batchpipe.services.ingest.validate import BodyError, ItemError, parse_body, validate_items
+from batchpipe.services.ingest.worker_metrics import mark_dead_at_shutdown, metrics_registries
 from batchpipe.shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
 from batchpipe.shared.kafka import topic_exists
 from batchpipe.shared.logs import configure_logging, get_logger
@@ -157,6 +158,9 @@ class Refusal:
 
 
 class Metrics:
+    """Ingest's metrics, registered in ``registry``. The in-flight gauge sums the live workers
+    when several processes serve (``worker_metrics``); in one process it is a plain gauge."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.items_accepted = Counter(
             "batchpipe_ingest_items_accepted_total",
@@ -185,6 +189,7 @@ class Metrics:
             "batchpipe_ingest_requests_in_flight",
             "POST /requests being handled now.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
 
 
@@ -213,7 +218,7 @@ def create_app(
     serves anyway (POSTs answer 503 and /readyz 503 until the producer is connected).
     ``tune_gc`` (for a process that only serves this app) freezes the objects alive at startup
     and makes the collector run less often: every POST allocates many short-lived objects."""
-    registry = registry if registry is not None else CollectorRegistry()
+    registry, served = metrics_registries(registry)
     metrics = Metrics(registry)
     keys = ApiKeys(settings.ingest_api_keys)
     publisher = Publisher(settings, connect_timeout=connect_timeout, **producer_overrides)
@@ -254,7 +259,7 @@ def create_app(
 
     app.include_router(
         ops_router(
-            {"producer": producer_connected, "requests_topic": requests_topic_exists}, registry
+            {"producer": producer_connected, "requests_topic": requests_topic_exists}, served
         )
     )
 
@@ -395,7 +400,8 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """App factory for ``uvicorn --factory`` (each worker process reads the environment)."""
+    """App factory for ``uvicorn --factory`` (each worker process reads the environment; its
+    ``/metrics`` reports every worker, see ``worker_metrics``)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, service="ingest")
-    return create_app(settings, tune_gc=True)
+    return mark_dead_at_shutdown(create_app(settings, tune_gc=True))
