@@ -7,11 +7,14 @@ One POST goes through the steps in order, refusing as early and as cheaply as po
 1. ``auth``: 401 without a valid Bearer key (when keys are configured);
 2. size: 413 when Content-Length, or the bytes read so far, exceed ``INGEST_MAX_BODY_BYTES``
    (the body is read raw, never buffered past the limit);
-3. ``validate``: parse once (orjson); 422 if not usable, 413 above ``INGEST_MAX_ITEMS``,
-   422 listing ``{"index", "reason"}`` of every bad item; then encode (413 for an item too
-   large for Kafka). Bodies over ``OFFLOAD_BYTES`` do this in a thread, off the event loop;
-4. ``publish``: every line sent at once and acked (``acks=all``) → 202 with the ids; otherwise
-   503 with ``Retry-After``. Nothing is published for a refused POST.
+3. ``validate`` and ``encode``: parse once; 422 if not usable, 413 above ``INGEST_MAX_ITEMS``,
+   422 listing ``{"index", "reason"}`` of every bad item, 413 for an item too large for
+   Kafka. A body up to ``body.STREAM_BYTES`` is parsed whole by orjson (in a thread above
+   ``OFFLOAD_BYTES``); a larger one item by item as it arrives (``body.StreamedItems``), so
+   memory holds its records, never the body and its parsed tree too;
+4. ``publish``: the records join the producer's shared batches, and the POST waits for every
+   ack (``acks=all``) → 202 with the ids; otherwise 503 with ``Retry-After``. Nothing is
+   published for a refused POST.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,9 +34,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from batchpipe.services.ingest.auth import ApiKeys, AuthResult
-from batchpipe.services.ingest.encode import LineEncoder, Record
+from batchpipe.services.ingest.body import STREAM_BYTES, StreamedItems
+from batchpipe.services.ingest.encode import ItemTooLarge, LineEncoder, Record
 from batchpipe.services.ingest.publish import Publisher, Unavailable
-from batchpipe.services.ingest.validate import BodyError, ItemError, parse_body, validate_items
+from batchpipe.services.ingest.validate import (
+    BodyError,
+    ItemChecker,
+    ItemError,
+    Validated,
+    parse_body,
+)
 from batchpipe.services.ingest.worker_metrics import mark_dead_at_shutdown, metrics_registries
 from batchpipe.shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
 from batchpipe.shared.kafka import topic_exists
@@ -139,7 +150,7 @@ def _request_body_schema(max_items: int) -> dict[str, Any]:
 class Ready:
     """A POST's lines, encoded, ready to publish."""
 
-    records: list[Record]
+    records: deque[Record]
     ids: list[str]
 
 
@@ -274,18 +285,43 @@ def create_app(
             return Refusal(
                 413, "too_many_items", f"{count} items; at most {max_items} per POST", [], count
             )
-        checked = validate_items(
-            parsed.items,
-            default_model=default_model,
-            default_kwargs=default_kwargs,
-            encoder=encoder,
-        )
+        checker = ItemChecker(encoder)
+        checker.add_all(parsed.items)
+        return outcome_of(checker.result(), count)
+
+    def outcome_of(checked: Validated, count: int) -> Ready | Refusal:
         if not checked.ok:
             reason = f"{len(checked.errors)} of {count} items invalid"
             if checked.too_large:
                 return Refusal(413, "item_too_large", "items too large", checked.errors, count)
             return Refusal(422, "invalid", reason, checked.errors, count)
         return Ready(checked.records, checked.ids)
+
+    async def prepare_streamed(request: Request) -> Ready | Refusal:
+        """``prepare`` for a large body, item by item as its chunks arrive: what is kept is
+        the encoded records, not the body. Stops reading at the first reason to refuse it
+        whole (too large, too many items, not usable JSON)."""
+        parser = StreamedItems()
+        checker = ItemChecker(encoder)
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    return Refusal(413, "body_too_large", f"body larger than {max_bytes} bytes")
+                checker.add_all(parser.feed(chunk))
+                if checker.count > max_items:
+                    reason = f"over {max_items} items; at most {max_items} per POST"
+                    return Refusal(413, "too_many_items", reason, [], checker.count)
+            checker.add_all(parser.finish())
+        except BodyError as exc:
+            return Refusal(422, "bad_body", str(exc), [ItemError(None, str(exc))])
+        except ItemTooLarge as exc:
+            return Refusal(413, "item_too_large", "items too large", [ItemError(0, str(exc))], 1)
+        if checker.count > max_items:
+            reason = f"{checker.count} items; at most {max_items} per POST"
+            return Refusal(413, "too_many_items", reason, [], checker.count)
+        return outcome_of(checker.result(), checker.count)
 
     def refuse(
         status: int,
@@ -308,10 +344,7 @@ def create_app(
         return _json(body, status, headers)
 
     async def read_body(request: Request) -> bytes | None:
-        """The body, or None as soon as it is larger than the limit."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            return None
+        """The (small) body, or None as soon as it is larger than the limit."""
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -364,14 +397,20 @@ def create_app(
                 "a valid 'Authorization: Bearer <key>' header is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        raw = await read_body(request)
-        if raw is None:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
-        # Big bodies are parsed and validated in a thread, so that the loop keeps serving.
-        if len(raw) > OFFLOAD_BYTES:
-            outcome = await asyncio.to_thread(prepare, raw)
+        if declared is None or not declared.isdigit() or int(declared) > STREAM_BYTES:
+            outcome = await prepare_streamed(request)
         else:
-            outcome = prepare(raw)
+            raw = await read_body(request)
+            if raw is None:
+                return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
+            # Bodies of some size are parsed and validated in a thread: the loop keeps serving.
+            if len(raw) > OFFLOAD_BYTES:
+                outcome = await asyncio.to_thread(prepare, raw)
+            else:
+                outcome = prepare(raw)
         if isinstance(outcome, Refusal):
             return refuse(
                 outcome.status,

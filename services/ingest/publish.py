@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
@@ -221,9 +220,10 @@ class Publisher:
             log.info("ingest.producer.connected", attempt=attempt, topic=self._topic)
             return
 
-    async def publish(self, records: Sequence[Record]) -> None:
+    async def publish(self, records: deque[Record]) -> None:
         """Append every record to the shared batches and wait until each batch holding one is
-        acknowledged, within the publish timeout; else raise ``Unavailable``."""
+        acknowledged, within the publish timeout; else raise ``Unavailable``. ``records`` is
+        emptied as they are appended (a big POST is not held twice)."""
         producer, group = self._producer, self._group
         if producer is None or group is None:
             raise Unavailable("not connected to Kafka yet")
@@ -231,8 +231,9 @@ class Publisher:
         try:
             async with asyncio.timeout(self._timeout):
                 partitions = sorted(await producer.partitions_for(self._topic))
-                append = group.append
-                for key, value in records:
+                append, take = group.append, records.popleft
+                while records:
+                    key, value = take()
                     batches.add(append(partition_of(key, partitions), key, value))
                 done, _ = await asyncio.wait([b.delivered for b in batches])
         except TimeoutError:

@@ -13,6 +13,7 @@ and reason (index ``None`` for the body as a whole).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ class Validated:
     """Either ``records`` and their ``ids`` (all items good) or ``errors`` (at least one bad
     item); never both. ``too_large``: every error is an item too large for a record."""
 
-    records: list[Record]
+    records: deque[Record]
     ids: list[str]
     errors: list[ItemError]
     too_large: bool = False
@@ -93,6 +94,57 @@ def parse_body(raw: bytes) -> Parsed:
 # --- validation -----------------------------------------------------------------------------
 
 
+class ItemChecker:
+    """Checks and encodes the items of one POST as they come (in order), remembering the
+    custom_ids given so far; ``result()`` is all records, or every bad item's error. Once an
+    item is bad, later good items are checked but no longer kept."""
+
+    def __init__(self, encoder: LineEncoder) -> None:
+        self._encode = encoder.encode
+        self.count = 0
+        self.records: deque[Record] = deque()
+        self.ids: list[str] = []
+        self.errors: list[ItemError] = []
+        self._too_large = True
+        self._first_index: dict[str, int] = {}
+
+    def add_all(self, items: Sequence[Any]) -> None:
+        """``add`` each item (ids for bare-message items made at once)."""
+        fresh = new_custom_ids(len(items))
+        encode = self._encode
+        records, ids, first_index = self.records, self.ids, self._first_index
+        index = self.count
+        for offset, item in enumerate(items):
+            index = self.count + offset
+            try:
+                custom_id, value = encode(item, fresh[offset])
+            except ItemRefused as exc:
+                self._refuse(index, str(exc), too_large=isinstance(exc, ItemTooLarge))
+                continue
+            if type(item) is not list:  # bare messages get a fresh generated id: never repeated
+                seen = first_index.setdefault(custom_id, index)
+                if seen != index:
+                    reason = f"duplicate custom_id {custom_id!r} (also item {seen})"
+                    self._refuse(index, reason, too_large=False)
+                    continue
+            if not self.errors:
+                records.append((custom_id.encode(), value))
+                ids.append(custom_id)
+        self.count += len(items)
+
+    def _refuse(self, index: int, reason: str, *, too_large: bool) -> None:
+        if not self.errors:  # nothing of a refused POST is kept
+            self.records.clear()
+            self.ids.clear()
+        self.errors.append(ItemError(index, reason))
+        self._too_large = self._too_large and too_large
+
+    def result(self) -> Validated:
+        if self.errors:
+            return Validated(deque(), [], self.errors, self._too_large)
+        return Validated(self.records, self.ids, [])
+
+
 def validate_items(
     items: Sequence[Any],
     *,
@@ -102,34 +154,9 @@ def validate_items(
 ) -> Validated:
     """Check and encode every item; all items good or the list of errors. ``encoder`` (built
     from the defaults if not given) is reused across calls by the service."""
-    encode = (encoder or LineEncoder(default_model, default_kwargs)).encode
-    records: list[Record] = []
-    ids: list[str] = []
-    errors: list[ItemError] = []
-    too_large = True
-    first_index: dict[str, int] = {}
-    fresh = new_custom_ids(len(items))  # ids for the bare-message items, made at once
-    for index, item in enumerate(items):
-        try:
-            custom_id, value = encode(item, fresh[index])
-        except ItemRefused as exc:
-            errors.append(ItemError(index, str(exc)))
-            too_large = too_large and isinstance(exc, ItemTooLarge)
-            continue
-        if type(item) is not list:  # bare messages get a fresh generated id: never repeated
-            seen = first_index.setdefault(custom_id, index)
-            if seen != index:
-                errors.append(
-                    ItemError(index, f"duplicate custom_id {custom_id!r} (also item {seen})")
-                )
-                too_large = False
-                continue
-        if not errors:
-            records.append((custom_id.encode(), value))
-            ids.append(custom_id)
-    if errors:
-        return Validated([], [], errors, too_large)
-    return Validated(records, ids, [])
+    checker = ItemChecker(encoder or LineEncoder(default_model, default_kwargs))
+    checker.add_all(items)
+    return checker.result()
 
 
 def validate_body(
@@ -139,5 +166,5 @@ def validate_body(
     try:
         parsed = parse_body(raw)
     except BodyError as exc:
-        return Validated([], [], [ItemError(None, str(exc))])
+        return Validated(deque(), [], [ItemError(None, str(exc))])
     return validate_items(parsed.items, default_model=default_model, default_kwargs=default_kwargs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 
 from batchpipe.devtools.local_kafka import free_port
 from batchpipe.services.ingest.app import OFFLOAD_BYTES, SEED_EXAMPLE
+from batchpipe.services.ingest.body import STREAM_BYTES
 from batchpipe.shared.contracts import RequestLine, decode
 from batchpipe.shared.settings import Settings
 from tests.conftest import ConsumerFactory, make_test_settings
@@ -89,6 +91,37 @@ async def test_a_big_post_is_prepared_off_the_loop_and_lands(
     bad = await client.post("/requests", json={"data": [item] * 2999 + [[]]})
     assert bad.status_code == 422 and [e["index"] for e in bad.json()["errors"]] == [2999]
     assert await topic_size(settings) == 3000
+
+
+async def test_a_body_over_the_stream_size_is_read_item_by_item_with_the_same_rules(
+    settings: Settings, topic_size: EndOffsets
+) -> None:
+    few = settings.model_copy(update={"ingest_max_items": 2500})
+    async with running(few) as (_, client):
+        item = [{"role": "user", "content": "y" * 500}]
+        body = orjson.dumps({"data": [item] * 2500})
+        assert len(body) > STREAM_BYTES
+
+        async def chunks(raw: bytes) -> AsyncIterator[bytes]:  # no Content-Length: streamed
+            for i in range(0, len(raw), 70_000):
+                yield raw[i : i + 70_000]
+
+        response = await client.post("/requests", content=body)
+        assert response.status_code == 202, response.text[:300]
+        assert response.json()["accepted"] == 2500 == len(set(response.json()["ids"]))
+        chunked = await client.post("/requests", content=chunks(body))
+        assert chunked.status_code == 202, chunked.text[:300]
+        assert await topic_size(few) == 5000
+
+        bad = orjson.dumps({"data": [item] * 2499 + [[{"role": "robot"}]]})
+        refused = await client.post("/requests", content=bad)
+        assert refused.status_code == 422
+        assert [e["index"] for e in refused.json()["errors"]] == [2499]
+        too_many = await client.post("/requests", content=orjson.dumps({"data": [item] * 2600}))
+        assert too_many.status_code == 413 and "at most 2500" in too_many.json()["reason"]
+        broken = await client.post("/requests", content=body[:-5])
+        assert broken.status_code == 422 and "not valid JSON" in broken.json()["reason"]
+        assert await topic_size(few) == 5000  # nothing of a refused POST
 
 
 REFUSED: list[tuple[str, Any, int, str]] = [
