@@ -76,9 +76,10 @@ def new_custom_id() -> str:
 
 
 def new_custom_ids(count: int) -> list[str]:
-    """``count`` new ids, exactly as ``count`` calls of ``new_custom_id`` would give them (same
-    layout and order), for a fraction of the cost: one lock, one clock read and one draw of
-    random bits for all of them."""
+    """``count`` new ids as ``count`` calls of ``new_custom_id`` would give them (the same ids
+    but for the random bits; at a counter overflow the whole run moves to the next
+    millisecond), for a fraction of the cost: one lock, one clock read and one draw of random
+    bits for all of them."""
     if count <= 0:
         return []
     with _id_lock:
@@ -94,18 +95,27 @@ def new_custom_ids(count: int) -> list[str]:
             first = _getrandbits(_COUNTER_SEED_BITS)
         _id_state[1] = first + count - 1
     tails = "%0*x" % (8 * count, _getrandbits(32 * count))  # noqa: UP031
-    prefix = "%08x-%04x-" % (ms >> 16, ms & 0xFFFF)  # noqa: UP031
-    return [
-        "%s%04x-%04x-%04x%s"  # noqa: UP031
-        % (
-            prefix,
+    ids: list[str] = []
+    counter, end, done = first, first + count, 0
+    while counter < end:  # runs of ids whose counter agrees above its low 16 bits
+        high = counter >> 16
+        run = min(end, (high + 1) << 16) - counter
+        head = "%08x-%04x-%04x-%04x-" % (  # noqa: UP031
+            ms >> 16,
+            ms & 0xFFFF,
             0x7000 | (counter >> 30),
-            0x8000 | ((counter >> 16) & 0x3FFF),
-            counter & 0xFFFF,
-            tails[8 * i : 8 * i + 8],
+            0x8000 | (high & 0x3FFF),
         )
-        for i, counter in enumerate(range(first, first + count))
-    ]
+        low = counter & 0xFFFF
+        ids += [
+            f"{head}{lo:04x}{tails[at : at + 8]}"
+            for lo, at in zip(
+                range(low, low + run), range(8 * done, 8 * (done + run), 8), strict=True
+            )
+        ]
+        counter += run
+        done += run
+    return ids
 
 
 # --- normalisation --------------------------------------------------------------------------

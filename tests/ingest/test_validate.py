@@ -14,8 +14,9 @@ from pydantic import SecretStr
 from batchpipe.services.ingest.auth import ApiKeys, AuthResult
 from batchpipe.services.ingest.encode import MAX_VALUE_BYTES, LineEncoder
 from batchpipe.services.ingest.validate import ItemError, Validated, validate_body
+from batchpipe.shared import request_items
 from batchpipe.shared.contracts import RequestLine, decode, encode, is_valid_custom_id
-from batchpipe.shared.request_items import new_custom_id
+from batchpipe.shared.request_items import new_custom_id, new_custom_ids
 from tests.ingest.conftest import SEED_CURL_BODY
 
 KWARGS = {"max_tokens": 1000, "temperature": 0.2}
@@ -174,6 +175,34 @@ def test_a_long_or_deep_value_is_shortened_in_the_reason() -> None:
     ):
         errors = errors_of(raw)
         assert len(errors) == 1 and "a list" in errors[0].reason, errors
+
+
+UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def test_new_custom_ids_in_bulk_are_what_single_calls_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [new_custom_id(), *new_custom_ids(300), new_custom_id(), *new_custom_ids(1)]
+    assert len(set(ids)) == len(ids) == 303 and ids == sorted(ids)
+    assert all(UUID7.match(i) for i in ids) and new_custom_ids(0) == []
+    # Across a 16-bit boundary of the counter: the very ids of single calls.
+    frozen_ms = time.time_ns() // 1_000_000 + 10_000
+    monkeypatch.setattr(request_items, "_time_ns", lambda: frozen_ms * 1_000_000)
+    start = (5 << 16) - 3
+    monkeypatch.setattr(request_items, "_getrandbits", lambda bits: start if bits == 40 else 0)
+    request_items._id_state[:] = [0, 0]
+    bulk = new_custom_ids(6)
+    request_items._id_state[:] = [0, 0]
+    assert bulk == [new_custom_id() for _ in range(6)]
+    assert bulk == sorted(bulk) and len(set(bulk)) == 6 and all(UUID7.match(i) for i in bulk)
+    # At the counter's overflow the run moves to the next millisecond, still after the last id.
+    request_items._id_state[:] = [frozen_ms, (1 << 42) - 3]
+    last = new_custom_id()
+    bulk = new_custom_ids(6)
+    assert [last, *bulk] == sorted([last, *bulk]) and len(set(bulk)) == 6
+    assert int(bulk[0].replace("-", "")[:12], 16) == frozen_ms + 1
+    assert new_custom_id() > bulk[-1]
 
 
 def test_new_custom_id_is_unique_sortable_uuid7() -> None:
