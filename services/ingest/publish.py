@@ -35,6 +35,9 @@ log = get_logger(__name__)
 
 # Record batches of up to 512 KiB per partition (the default, 16 KiB, holds ~50 lines), and no
 # linger: a batch waits only while its partition's previous batch is in flight, and fills then.
+# With more batches than this waiting (Kafka slow or away), new POSTs get 503 at once rather
+# than queueing ever more in memory (at most about this many × 512 KiB, plus one POST).
+MAX_BACKLOG_BATCHES: Final = 64
 PRODUCER_OVERRIDES: Final[dict[str, Any]] = {"max_batch_size": 512 * 1024, "linger_ms": 0}
 
 
@@ -65,6 +68,7 @@ class GroupCommit:
         self._loop = asyncio.get_running_loop()
         self._open: dict[int, OpenBatch] = {}  # per partition: the batch records join
         self._queues: dict[int, deque[OpenBatch]] = {}  # per partition: not yet handed over
+        self._last: dict[int, OpenBatch] = {}  # per partition: the last one handed over
         self._submitters: dict[int, asyncio.Task[None]] = {}
 
     def append(self, partition: int, key: bytes, value: bytes) -> OpenBatch:
@@ -92,14 +96,14 @@ class GroupCommit:
         handed over, so it collects records for as long as its predecessor is on the wire.
         (The producer sends one request per broker at a time anyway; a batch left open inside
         it would change size after its idempotence sequence number was assigned.)"""
-        previous: OpenBatch | None = None
+        previous = self._last.get(partition)
         try:
             while queue:
                 if previous is not None and not previous.delivered.done():
                     await asyncio.wait([previous.delivered])
                 batch = queue.popleft()
                 batch.builder.close()
-                previous = batch
+                previous = self._last[partition] = batch
                 try:
                     future = await self._producer.send_batch(
                         batch.builder, self._topic, partition=partition
@@ -110,6 +114,10 @@ class GroupCommit:
                 future.add_done_callback(_forward_to(batch.delivered))
         finally:
             del self._submitters[partition]
+
+    def backlog(self) -> int:
+        """Batches filled or filling that are not yet handed to the producer."""
+        return sum(len(queue) for queue in self._queues.values())
 
     async def close(self) -> None:
         """Wait for the batches already handed over or queued to be submitted."""
@@ -227,6 +235,8 @@ class Publisher:
         producer, group = self._producer, self._group
         if producer is None or group is None:
             raise Unavailable("not connected to Kafka yet")
+        if group.backlog() > MAX_BACKLOG_BATCHES:
+            raise Unavailable("Kafka is not keeping up")
         batches: set[OpenBatch] = set()
         try:
             async with asyncio.timeout(self._timeout):
