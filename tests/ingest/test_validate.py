@@ -197,8 +197,10 @@ def test_encode_lines_matches_the_contract_and_flags_oversized_items() -> None:
     assert "bytes; at most" in problems[0].reason
 
     nested = "[" * 400 + "]" * 400  # valid JSON that the contract's serialiser refuses (deep)
+    # A tool's parameters are free-form for the schema: the one place such nesting is valid.
     too_deep = check(
-        b'{"data": [[{"role": "user"}], {"messages": [{"role": "user"}], "meta": %s}]}'
+        b'{"data": [[{"role": "user", "content": "x"}], {"messages": [{"role": "user", '
+        b'"content": "x"}], "tools": [{"type": "function", "function": {"parameters": %s}}]}]}'
         % nested.encode()
     )
     assert too_deep.ok
