@@ -176,8 +176,12 @@ def check_messages(messages: Any, where: str) -> None:
         raise ItemRefused(f"{where} is an empty list of messages")
     for i, message in enumerate(messages):
         if type(message) is dict and len(message) == 2:  # the common case, decided at once
-            content = message.get("content")
-            if type(content) is str and message.get("role") in PLAIN_TEXT_ROLES:
+            role = message.get("role")
+            if (
+                type(role) is str
+                and role in PLAIN_TEXT_ROLES
+                and type(message.get("content")) is str
+            ):
                 continue
         _check_message(message, f"{where}[{i}]")
 
@@ -270,7 +274,12 @@ def schema_reason(exc: SchemaError, prefix: str, whole: str) -> str:
     if rule in ("anyOf", "oneOf"):
         if "description" in definition:
             return f"{where}: {definition['description']}"
-        kinds = [b.get("type") for b in expected or () if isinstance(b, dict)]
+        branches = [b for b in expected or () if isinstance(b, dict)]
+        for branch in branches:
+            if "enum" in branch and _type(value) == _type(branch["enum"][0]):
+                options = [str(o) for o in branch["enum"]]
+                return f"{where} {_shown(value)} not allowed; use one of {shown_names(options)}"
+        kinds = [b.get("type") for b in branches]
         forms = " or ".join(_TYPE_WORDS.get(str(k), str(k)) for k in kinds if k)
         return f"{where} ({_type(value)}) matches no accepted form ({forms}; see /openapi.json)"
     return f"{where} is not valid ({rule}; see /openapi.json)"

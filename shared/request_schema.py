@@ -164,10 +164,10 @@ PARAM_NAMES: Final[Mapping[str, frozenset[str]]] = {
     url: frozenset(params) for url, params in PARAMS.items()
 }
 CUSTOM_ID_SCHEMA: Final = {
-    "type": "string",
+    "type": ["string", "null"],
     "pattern": CUSTOM_ID_PATTERN,
     "description": "1-64 characters of [A-Za-z0-9_.:-], unique within one POST; "
-    "generated (time-ordered UUIDv7) when missing.",
+    "generated (time-ordered UUIDv7) when missing or null.",
 }
 
 
