@@ -130,7 +130,9 @@ def _object(schema: Schema) -> st.SearchStrategy[Any]:
 
 # --- one mutation away ---------------------------------------------------------------------
 
-_WRONG = st.sampled_from([None, True, -58800, 3.5, "x" * 3, [], {}, [{"a": 1}]])
+_WRONG: st.SearchStrategy[Any] = st.sampled_from(
+    [None, True, -58800, 3.5, "x" * 3, [], {}, [{"a": 1}]]
+)
 
 
 @st.composite
