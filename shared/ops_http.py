@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -26,16 +27,57 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
+_HEALTHZ_DOC: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "Up.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                }
+            }
+        },
+    }
+}
+
+
+def _readyz_doc(names: list[str]) -> dict[int | str, dict[str, Any]]:
+    schema = {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not ready"]},
+            "checks": {
+                "type": "object",
+                "description": "Each readiness check and whether it passed.",
+                "properties": {name: {"type": "boolean"} for name in names},
+                "additionalProperties": False,
+            },
+        },
+    }
+    content = {"application/json": {"schema": schema}}
+    return {
+        200: {"description": "Every check passes.", "content": content},
+        503: {"description": "A check fails (see checks).", "content": content},
+    }
+
+
 def ops_router(
     checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry = REGISTRY
 ) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="The process is up")
+    @router.get("/healthz", summary="The process is up", responses=_HEALTHZ_DOC)
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
-    @router.get("/readyz", summary="Ready to do its work (dependencies reachable)")
+    @router.get(
+        "/readyz",
+        summary="Ready to do its work (dependencies reachable)",
+        responses=_readyz_doc(sorted(checks)),
+    )
     async def readyz() -> Response:
         results = await asyncio.gather(
             *(check() for check in checks.values()), return_exceptions=True
@@ -47,7 +89,17 @@ def ops_router(
             status_code=200 if ok else 503,
         )
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "The Prometheus text exposition format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

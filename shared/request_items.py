@@ -26,10 +26,20 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from batchpipe.shared import request_schema
 from batchpipe.shared.contracts import ENDPOINTS, RequestLine, is_valid_custom_id
+from batchpipe.shared.request_schema import (
+    MESSAGE_VALIDATORS,
+    PARAM_NAMES,
+    PARAM_VALIDATORS,
+    PLAIN_TEXT_ROLES,
+    STREAM_ONLY,
+    SchemaError,
+)
 
-CHAT_URL: Final = "/v1/chat/completions"
-ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CHAT_URL: Final = request_schema.CHAT_URL
+ROLES: Final = frozenset(request_schema.ROLES)
+_ROLE_LIST: Final = ", ".join(sorted(ROLES))
 LINE_KEYS: Final = frozenset({"custom_id", "method", "url", "body"})
 # Shown in reasons instead of the value itself: reasons must stay short.
 _SHOWN_MAX: Final = 40
@@ -143,8 +153,8 @@ def normalize_item(item: Any, default_model: str, default_kwargs: Mapping[str, A
             raise ItemRefused(
                 f"{shown_names(misplaced)} belong(s) to a batch line, which needs 'body'"
             )
+        _check_params(body, CHAT_URL, "")
         check_messages(body["messages"], "messages")
-        _check_params(body)
         body.setdefault("model", default_model)
         return _build(custom_id, CHAT_URL, body)
     raise ItemRefused(
@@ -183,10 +193,12 @@ def _batch_line(item: dict[str, Any], default_model: str) -> RequestLine:
     if url == CHAT_URL:
         if "messages" not in body:
             raise ItemRefused("body.messages is required for /v1/chat/completions")
+        _check_params(body, url, "body.")
         check_messages(body["messages"], "body.messages")
-    elif "input" not in body:
-        raise ItemRefused(f"body.input is required for {url}")
-    _check_params(body)
+    else:
+        if "input" not in body:
+            raise ItemRefused(f"body.input is required for {url}")
+        _check_params(body, url, "body.")
     body.setdefault("model", default_model)
     return _build(custom_id, url, body)
 
@@ -200,30 +212,120 @@ def _custom_id(value: Any) -> str:
 
 
 def check_messages(messages: Any, where: str) -> None:
-    """A non-empty list of ``{"role": known role, "content"?: text or parts}`` objects."""
+    """A non-empty list of chat messages, each valid for its role (``request_schema``)."""
     if not isinstance(messages, list):
         raise ItemRefused(f"{where} is {_type(messages)}, not a list of messages")
     if not messages:
         raise ItemRefused(f"{where} is an empty list of messages")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ItemRefused(f"{where}[{i}] is {_type(message)}, not a list of messages")
-        role = message.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            shown = "missing" if role is None else _shown(role)
-            raise ItemRefused(
-                f"{where}[{i}] has unknown role {shown}; use one of {', '.join(sorted(ROLES))}"
-            )
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise ItemRefused(f"{where}[{i}].content is {_type(content)}; expected text or parts")
+        if type(message) is dict and len(message) == 2:  # the common case, decided at once
+            role = message.get("role")
+            if (
+                type(role) is str
+                and role in PLAIN_TEXT_ROLES
+                and type(message.get("content")) is str
+            ):
+                continue
+        _check_message(message, f"{where}[{i}]")
 
 
-def _check_params(body: Mapping[str, Any]) -> None:
+def _check_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict):
+        raise ItemRefused(f"{where} is {_type(message)}, not a list of messages")
+    role = message.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        shown = "missing" if role is None else _shown(role)
+        raise ItemRefused(f"{where} has unknown role {shown}; use one of {_ROLE_LIST}")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str | list):
+        raise ItemRefused(f"{where}.content is {_type(content)}; expected text or parts")
+    try:
+        MESSAGE_VALIDATORS[role](message)
+    except SchemaError as exc:
+        raise ItemRefused(schema_reason(exc, f"{where}.", f"{where} ({role})")) from None
+
+
+def _check_params(body: Mapping[str, Any], url: str, where: str) -> None:
+    """The body's parameters (all but ``messages``) against ``url``'s schema; ``where`` is the
+    prefix of a parameter's name in a reason (``""`` or ``"body."``)."""
     if body.get("stream") is True:
         raise ItemRefused("stream: true is not supported by the Batch API")
     if "model" in body and (not isinstance(body["model"], str) or not body["model"]):
         raise ItemRefused(f"model must be a non-empty string, not {_shown(body['model'])}")
+    unknown = body.keys() - PARAM_NAMES[url]
+    if unknown:
+        if url == CHAT_URL:
+            unknown.discard("messages")
+        names = sorted(unknown)
+        if names:
+            if set(names) <= STREAM_ONLY:
+                raise ItemRefused(
+                    f"{where}{names[0]} needs stream: true, which the Batch API does not support"
+                )
+            raise ItemRefused(f"unknown parameter(s) {shown_names(names)} for {url}")
+    try:
+        PARAM_VALIDATORS[url](body)
+    except SchemaError as exc:
+        raise ItemRefused(schema_reason(exc, where, where.rstrip(".") or "item")) from None
+
+
+_TYPE_WORDS: Final = {
+    "string": "text",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean",
+    "array": "a list",
+    "object": "an object",
+    "null": "null",
+}
+
+
+def schema_reason(exc: SchemaError, prefix: str, whole: str) -> str:
+    """A short reason for a compiled validator's refusal: the value's path (``prefix`` + the
+    path below the validated root, or ``whole`` for the root itself) and the rule it breaks;
+    the value itself only through ``_shown``."""
+    path = (exc.name or "data").removeprefix("data")
+    where = f"{prefix}{path.lstrip('.')}" if path else whole
+    rule = exc.rule
+    definition = exc.definition if isinstance(exc.definition, dict) else {}
+    value = exc.value
+    expected = definition.get(rule) if rule else None
+    if rule == "type":
+        kinds = expected if isinstance(expected, list) else [expected]
+        wanted = " or ".join(_TYPE_WORDS.get(str(k), str(k)) for k in kinds)
+        return f"{where} is {_type(value)}; expected {wanted}"
+    if rule == "enum":
+        options = [str(o).lower() if isinstance(o, bool) else str(o) for o in expected or ()]
+        return f"{where} {_shown(value)} not allowed; use one of {shown_names(options)}"
+    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        word = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">"}.get(rule, "<")
+        return f"{where} must be {word} {expected}, not {_shown(value)}"
+    if rule in ("minItems", "maxItems", "minProperties", "maxProperties"):
+        word = "at least" if rule.startswith("min") else "at most"
+        unit = "items" if rule.endswith("Items") else "fields"
+        return f"{where} must have {word} {expected} {unit}"
+    if rule in ("minLength", "maxLength"):
+        word = "at least" if rule == "minLength" else "at most"
+        return f"{where} must have {word} {expected} characters"
+    if rule == "required" and isinstance(value, dict):
+        missing = [k for k in expected or () if k not in value]
+        return f"{where} needs {shown_names(missing)}"
+    if rule == "additionalProperties" and isinstance(value, dict):
+        known = definition.get("properties", {})
+        extra = sorted(str(k) for k in value if k not in known)
+        return f"unknown field(s) {shown_names(extra)} in {where}"
+    if rule in ("anyOf", "oneOf"):
+        if "description" in definition:
+            return f"{where}: {definition['description']}"
+        branches = [b for b in expected or () if isinstance(b, dict)]
+        for branch in branches:
+            if "enum" in branch and _type(value) == _type(branch["enum"][0]):
+                options = [str(o) for o in branch["enum"]]
+                return f"{where} {_shown(value)} not allowed; use one of {shown_names(options)}"
+        kinds = [b.get("type") for b in branches]
+        forms = " or ".join(_TYPE_WORDS.get(str(k), str(k)) for k in kinds if k)
+        return f"{where} ({_type(value)}) matches no accepted form ({forms}; see /openapi.json)"
+    return f"{where} is not valid ({rule}; see /openapi.json)"
 
 
 def _build(custom_id: str, url: str, body: dict[str, Any]) -> RequestLine:

@@ -46,11 +46,10 @@ from batchpipe.services.ingest.validate import (
     parse_body,
 )
 from batchpipe.services.ingest.worker_metrics import mark_dead_at_shutdown, metrics_registries
-from batchpipe.shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
 from batchpipe.shared.kafka import topic_exists
 from batchpipe.shared.logs import configure_logging, get_logger
 from batchpipe.shared.ops_http import ops_router
-from batchpipe.shared.request_items import ROLES
+from batchpipe.shared.request_schema import request_body_schema
 from batchpipe.shared.settings import Settings, load_settings
 
 log = get_logger(__name__)
@@ -91,62 +90,6 @@ class Refused(BaseModel):
     status: Literal["error"] = "error"
     reason: str
     errors: list[ItemProblem] = Field(default_factory=list)
-
-
-def _request_body_schema(max_items: int) -> dict[str, Any]:
-    message = {
-        "type": "object",
-        "required": ["role"],
-        "properties": {
-            "role": {"type": "string", "enum": sorted(ROLES)},
-            "content": {"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]},
-        },
-    }
-    messages = {"type": "array", "minItems": 1, "items": message}
-    custom_id = {"type": "string", "pattern": CUSTOM_ID_PATTERN}
-    item = {
-        "oneOf": [
-            {"title": "Partial request (chat messages)", **messages},
-            {
-                "title": "Chat request",
-                "type": "object",
-                "required": ["messages"],
-                "properties": {
-                    "custom_id": custom_id,
-                    "messages": messages,
-                    "model": {"type": "string", "minLength": 1},
-                    "stream": {"type": "boolean", "enum": [False]},
-                },
-                "additionalProperties": True,
-            },
-            {
-                "title": "OpenAI batch line",
-                "type": "object",
-                "required": ["body"],
-                "properties": {
-                    "custom_id": custom_id,
-                    "method": {"type": "string", "enum": ["POST"]},
-                    "url": {"type": "string", "enum": list(ENDPOINTS)},
-                    "body": {"type": "object"},
-                },
-                "additionalProperties": False,
-            },
-        ]
-    }
-    return {
-        "oneOf": [
-            {
-                "title": "Items",
-                "type": "object",
-                "required": ["data"],
-                "properties": {
-                    "data": {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
-                },
-                "additionalProperties": False,
-            },
-            {"title": "One item", **item},
-        ]
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,10 +306,17 @@ def create_app(
         summary="Submit LLM requests (all accepted, or none)",
         description=(
             'Body: `{"data": [item, ...]}` or one item. An item is a list of chat messages '
-            f"(model `{default_model}` and the default parameters are added), an object with "
-            "`messages` (and optional `custom_id`, `model`, other chat parameters), or an "
-            "OpenAI batch line (`custom_id`, `method`, `url`, `body`). Answers 202 only once "
-            "every item is acknowledged by Kafka."
+            f"(the body becomes model `{default_model}`, then the default parameters "
+            f"`{orjson.dumps(default_kwargs).decode()}`, then the messages), an object with "
+            "`messages` (optional `custom_id`; any chat parameter; `model` defaults), or an "
+            "OpenAI batch line (`custom_id`, `method`, `url`, `body`) for "
+            "`/v1/chat/completions`, `/v1/embeddings` or `/v1/responses`. Each body is checked "
+            "as OpenAI checks a batch line: known parameters only, with their types and ranges, "
+            "and role-specific messages; `stream` must not be true. Beside the schema: "
+            "custom_ids are unique within one POST (422); more than "
+            f"{max_items} items (413); body over {max_bytes} bytes (413); an item over the Kafka "
+            "message limit (413); nesting too deep to serialise (422). All or nothing: "
+            "answers 202 only once every item is acknowledged by Kafka."
         ),
         response_model=Accepted,
         responses={
@@ -380,7 +330,7 @@ def create_app(
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": _request_body_schema(max_items),
+                        "schema": request_body_schema(max_items, default_model, default_kwargs),
                         "example": SEED_EXAMPLE,
                     }
                 },

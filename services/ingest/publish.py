@@ -36,7 +36,7 @@ log = get_logger(__name__)
 # Record batches of up to 512 KiB per partition (the default, 16 KiB, holds ~50 lines), and no
 # linger: a batch waits only while its partition's previous batch is in flight, and fills then.
 # With more batches than this waiting (Kafka slow or away), new POSTs get 503 at once rather
-# than queueing ever more in memory (at most about this many × 512 KiB, plus one POST).
+# than queueing ever more in memory (at most about this many x 512 KiB, plus one POST).
 MAX_BACKLOG_BATCHES: Final = 64
 PRODUCER_OVERRIDES: Final[dict[str, Any]] = {"max_batch_size": 512 * 1024, "linger_ms": 0}
 

@@ -114,7 +114,8 @@ def test_cli_exits_1_listing_refused_lines_and_0_when_all_accepted(
     assert "line 7: item[0] has unknown role 'robot'" in result.output
 
     good = tmp_path / "good.jsonl"
-    good.write_text(f'{{"custom_id": "{uuid.uuid4().hex}", "messages": [{{"role": "user"}}]}}\n')
+    message = '{"role": "user", "content": "hi"}'
+    good.write_text(f'{{"custom_id": "{uuid.uuid4().hex}", "messages": [{message}]}}\n')
     result = CliRunner().invoke(app, ["submit", str(good), "--default-model", "gpt-4.1-nano"])
     assert result.exit_code == 0, result.output
     assert "1 accepted" in result.output and "0 refused" in result.output

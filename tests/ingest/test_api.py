@@ -140,7 +140,8 @@ REFUSED: list[tuple[str, Any, int, str]] = [
     ("not json", b"{oops", 422, "not valid JSON"),
     (
         "too deep to serialise",
-        b'{"data": [{"messages": [{"role": "user"}], "x": ' + b"[" * 300 + b"]" * 300 + b"}]}",
+        b'{"data": [{"messages": [{"role": "user", "content": "x"}], "tools": [{"function": '
+        b'{"parameters": ' + b"[" * 300 + b"]" * 300 + b"}}]}]}",
         422,
         "cannot be serialised",
     ),

@@ -1,0 +1,137 @@
+"""ingest's request schema (``shared.request_schema``) against the openai SDK it is derived
+from, and the validators compiled from it against ``jsonschema`` on generated items (no Kafka).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchpipe.devtools import openai_params as derive_params
+from batchpipe.shared import openai_params, request_schema
+from batchpipe.shared.request_items import ItemRefused, normalize_item
+from tests.ingest.schema_strategies import JSON_VALUES, mutated, valid, validator
+
+ITEM_SCHEMA = request_schema.item_schema()
+ITEM = validator(ITEM_SCHEMA)
+VALID_ITEMS = valid(ITEM_SCHEMA)
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def verdict(item: Any) -> str | None:
+    """None if ingest accepts the item, else its reason."""
+    try:
+        normalize_item(item, "gpt-4o-mini", {})
+    except ItemRefused as refused:
+        return str(refused)
+    return None
+
+
+def test_the_params_module_is_what_the_installed_sdk_gives() -> None:
+    derived = derive_params.derive()
+    drift = (
+        f"openai {derived['sdk_version']} (the module is from {openai_params.SDK_VERSION}) "
+        "takes other parameters: run `python -m batchpipe.devtools.openai_params` and review"
+    )
+    assert derived["endpoints"] == openai_params.ENDPOINTS, drift
+    assert derived["messages"] == openai_params.MESSAGES, drift
+
+
+def test_parameter_names_are_the_sdks_less_stream_only_ones() -> None:
+    sdk = {url: set(e["properties"]) for url, e in openai_params.ENDPOINTS.items()}
+    for url, names in request_schema.PARAM_NAMES.items():
+        assert names == sdk[url] - request_schema.STREAM_ONLY, url
+        # Every refinement names a parameter the SDK still has.
+        assert set(request_schema._RANGES[url]) <= names, url
+        assert set(request_schema._REPLACED[url]) <= names, url
+    assert sdk["/v1/chat/completions"] >= request_schema.STREAM_ONLY
+    assert {"temperature", "top_p", "n", "stop", "max_tokens", "max_completion_tokens"} <= (
+        request_schema.PARAM_NAMES["/v1/chat/completions"]
+    )
+    assert set(request_schema.ROLES) == {
+        "developer",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "function",
+    }
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({"messages": MSG, "stream": -58800}, "stream (a number) matches no accepted form"),
+        ([{"role": "tool"}], "item[0] (tool) needs 'content', 'tool_call_id'"),
+        ([{"role": "tool", "content": "x"}], "needs 'tool_call_id'"),
+        ([{"role": "user"}], "item[0] (user) needs 'content'"),
+        ([{"role": "assistant"}], "needs 'content', 'tool_calls' or 'function_call'"),
+        ([{"role": "assistant", "content": None}], "needs 'content', 'tool_calls'"),
+        ({"custom_id": "x", "body": {}}, "body.messages is required"),
+        ({"messages": MSG, "temperature": 2.5}, "temperature must be <= 2, not 2.5"),
+        ({"messages": MSG, "top_p": -0.1}, "top_p must be >= 0"),
+        ({"messages": MSG, "n": 0}, "n must be >= 1"),
+        ({"messages": MSG, "max_tokens": 0}, "max_tokens must be >= 1"),
+        ({"messages": MSG, "max_tokens": 1.5}, "max_tokens is a number; expected an integer"),
+        ({"messages": MSG, "presence_penalty": 3}, "presence_penalty must be <= 2"),
+        ({"messages": MSG, "stop": ["a"] * 5}, "stop (a list) matches no accepted form"),
+        ({"messages": MSG, "stop": 5}, "stop (a number) matches no accepted form"),
+        ({"messages": MSG, "temprature": 1}, "unknown parameter(s) 'temprature'"),
+        ({"messages": MSG, "stream_options": {}}, "stream_options needs stream: true"),
+        ({"messages": MSG, "reasoning_effort": "huge"}, "reasoning_effort 'huge' not allowed"),
+        ({"body": {"messages": MSG, "logprobs": "yes"}}, "body.logprobs is a string"),
+        ([{"role": "user", "content": "x", "extra": 1}], "unknown field(s) 'extra' in item[0]"),
+        ([{"role": "user", "content": [{"type": "text"}]}], "item[0].content (a list)"),
+        ({"url": "/v1/embeddings", "body": {"input": ""}}, "body.input: Text, or up to 2048"),
+        ({"url": "/v1/embeddings", "body": {"input": "x", "n": 1}}, "unknown parameter(s) 'n'"),
+        ({"url": "/v1/responses", "body": {"input": "x", "max_output_tokens": 3}}, ">= 16"),
+        ({"url": "/v1/responses", "body": {"input": "x", "metadata": {"k": 1}}}, "metadata"),
+    ],
+)
+def test_what_openai_would_refuse_is_refused_with_a_short_reason(item: Any, reason: str) -> None:
+    found = verdict(item)
+    assert found is not None and reason in found, found
+    assert len(found) < 200
+    assert not ITEM.is_valid(item)  # and the document says so too
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        [{"role": "tool", "content": "42", "tool_call_id": "call_1"}],
+        [
+            {"role": "assistant", "tool_calls": [], "content": None},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        ],
+        {"messages": MSG, "temperature": 0, "top_p": 1, "n": 2, "stop": ["a", "b"], "seed": 1},
+        {"messages": MSG, "max_tokens": 1.0, "temperature": None, "stream": False},
+        {"url": "/v1/embeddings", "body": {"input": [[1, 2], [3]], "dimensions": 8}},
+        {"url": "/v1/responses", "body": {"input": [{"role": "user"}], "max_output_tokens": 16}},
+    ],
+)
+def test_what_openai_takes_is_accepted(item: Any) -> None:
+    assert verdict(item) is None
+    assert ITEM.is_valid(item)
+
+
+def test_plain_text_roles_are_those_whose_schema_takes_role_and_text() -> None:
+    assert {"developer", "system", "user", "assistant"} == request_schema.PLAIN_TEXT_ROLES
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_validator_agrees_with_jsonschema_on_the_item_schema(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(["valid", "mutated", "any"]))
+    if kind == "any":
+        item = data.draw(JSON_VALUES)
+    else:
+        item = data.draw(VALID_ITEMS)
+        if kind == "mutated":
+            item = data.draw(mutated(item))
+    found = verdict(item)
+    assert (found is None) == ITEM.is_valid(item), (item, found)
+    if found is not None:
+        assert len(found) < 300
