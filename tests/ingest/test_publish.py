@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from batchpipe.services.ingest.publish import MAX_BACKLOG_BATCHES, Publisher, Unavailable
+from batchpipe.services.ingest.publish import (
+    MAX_BACKLOG_BATCHES,
+    GroupCommit,
+    Publisher,
+    Unavailable,
+)
 from batchpipe.shared.partitioner import partition_of
 from tests.conftest import make_test_settings
 
@@ -48,10 +53,8 @@ def publisher(timeout: float = 5.0) -> tuple[Publisher, FakeProducer]:
     )
     pub = Publisher(settings)
     fake = FakeProducer()
-    from batchpipe.services.ingest.publish import GroupCommit
-
-    pub._producer = fake  # type: ignore[assignment]
-    pub._group = GroupCommit(fake, settings.requests_topic)  # type: ignore[arg-type]
+    pub._producer = fake
+    pub._group = GroupCommit(fake, settings.requests_topic)
     return pub, fake
 
 
