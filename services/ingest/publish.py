@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
@@ -28,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from batchpipe.services.ingest.encode import Record
 from batchpipe.shared.kafka import make_producer
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.partitioner import partition_of
+from batchpipe.shared.partitioner import partitions_of
 from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -71,9 +72,22 @@ class GroupCommit:
         self._last: dict[int, OpenBatch] = {}  # per partition: the last one handed over
         self._submitters: dict[int, asyncio.Task[None]] = {}
 
+    def append_all(self, records: deque[Record], partitions: Sequence[int]) -> set[OpenBatch]:
+        """Move every record (emptying ``records``) into its partition's open batch; the
+        batches that now hold one of them."""
+        touched: set[OpenBatch] = set()
+        open_batches = self._open
+        for partition in partitions_of([key for key, _ in records], partitions):
+            key, value = records.popleft()
+            batch = open_batches.get(partition)
+            if batch is None or batch.builder.append(key=key, value=value, timestamp=None) is None:
+                batch = self.append(partition, key, value)
+            touched.add(batch)
+        return touched
+
     def append(self, partition: int, key: bytes, value: bytes) -> OpenBatch:
-        """Add one record to the partition's open batch, or to a new one when that is full or
-        already drained for a produce request."""
+        """Add one record to the partition's open batch, or to a new one when that is full,
+        closed or missing."""
         batch = self._open.get(partition)
         if batch is not None and batch.builder.append(key=key, value=value, timestamp=None):
             return batch
@@ -241,10 +255,7 @@ class Publisher:
         try:
             async with asyncio.timeout(self._timeout):
                 partitions = sorted(await producer.partitions_for(self._topic))
-                append, take = group.append, records.popleft
-                while records:
-                    key, value = take()
-                    batches.add(append(partition_of(key, partitions), key, value))
+                batches = group.append_all(records, partitions)
                 done, _ = await asyncio.wait([b.delivered for b in batches])
         except TimeoutError:
             _consume_later(batches)
