@@ -17,9 +17,10 @@ poller`` consuming what ingest produces; ``--no-pipeline`` leaves them out):
 HTTP load comes from a separate process (aiohttp, ``--concurrency`` keep-alive connections,
 the seed's item shape). Every scenario runs once per round (``--rounds``), one after the
 other, so each round's ratios compare runs under the same machine load; the table gives
-medians over rounds. Before each run the dispatcher catches up on the requests topic, so every
-scenario starts from an idle pipeline. "CPU µs/item" is the CPU time of the serving (or raw
-producing) process per item.
+medians over rounds. Before each run the dispatcher catches up on the requests topic and the
+pipeline falls idle (the emulator and poller done with earlier batches), so every scenario
+starts from the same state and the pipeline works only on what the run itself produces.
+"CPU µs/item" is the CPU time of the serving (or raw producing) process per item.
 
 Last, ``--memory-mib`` (64): a fresh ingest takes one body of that size (10,000 items) and its
 peak RSS (VmHWM) is read before and after.
@@ -49,7 +50,7 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.support import BIN, cpu_seconds, rss_kib, start_emulator  # noqa: E402
+from bench.support import BIN, cpu_seconds, rss_kib, start_emulator, tree_cpu_seconds  # noqa: E402
 
 ITEMS_PER_CHUNK = 100
 RAW_SENDERS = 32
@@ -393,15 +394,25 @@ class Bench:
         await consumer._client._wait_on_metadata(topic)
         return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
 
+    def pipeline_cpu(self) -> float:
+        return sum(tree_cpu_seconds(p.pid) for p in self.processes)
+
     def settle(self) -> None:
-        """Wait (at most 120 s) for the dispatcher to have taken every request so far."""
+        """Wait (at most 180 s) until the dispatcher has taken every request so far and the
+        pipeline is idle (its processes used under 5% of a CPU over the last second), so
+        that no run pays for the work an earlier one left behind."""
         if self.args.no_pipeline:
             return
-        deadline = time.monotonic() + 120
-        while (lag := asyncio.run(self.dispatcher_lag())) > 0 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        lag, busy = 1, 1.0
+        while time.monotonic() < deadline:
+            lag = asyncio.run(self.dispatcher_lag())
+            before = self.pipeline_cpu()
             time.sleep(1.0)
-        if lag:
-            print(f"    (dispatcher still {lag} requests behind)", flush=True)
+            busy = self.pipeline_cpu() - before
+            if lag == 0 and busy < 0.05:
+                return
+        print(f"    (pipeline not idle: {lag} requests behind, {busy:.0%} CPU)", flush=True)
 
     @contextmanager
     def server(self, kind: str) -> Iterator[tuple[int, int]]:
