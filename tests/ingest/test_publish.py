@@ -28,6 +28,8 @@ class FakeProducer:
     def __init__(self, partitions: int = 2) -> None:
         self.partitions = set(range(partitions))
         self.sent: list[tuple[int, BatchBuilder, asyncio.Future[Any]]] = []
+        self.ticks: list[int] = []  # the loop iteration of each send_batch
+        self.tick = 0
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(16 * 1024, 0)
@@ -36,6 +38,7 @@ class FakeProducer:
         assert batch.closed()  # handed over closed: its size is final
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((partition, batch, future))
+        self.ticks.append(self.tick)
         return future
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -132,3 +135,26 @@ async def test_not_connected_is_unavailable() -> None:
     pub = Publisher(make_test_settings("127.0.0.1:1"))
     with pytest.raises(Unavailable, match="not connected"):
         await pub.publish(records("a", 1))
+
+
+async def test_partitions_whose_turn_came_together_are_handed_over_together() -> None:
+    pub, fake = publisher()
+    loop = asyncio.get_running_loop()
+
+    def count() -> None:  # one increment per loop iteration
+        fake.tick += 1
+        loop.call_soon(count)
+
+    loop.call_soon(count)
+    first = asyncio.create_task(pub.publish(records("a", 20)))
+    await settle()
+    second = asyncio.create_task(pub.publish(records("b", 20)))
+    await settle()
+    fake.ack_all()
+    await first
+    await settle()
+    assert len(fake.sent) == 4
+    # Both partitions' next batches left in one iteration: one produce request, not two.
+    assert fake.ticks[0] == fake.ticks[1] and fake.ticks[2] == fake.ticks[3]
+    fake.ack_all()
+    await second
