@@ -20,7 +20,9 @@ other, so each round's ratios compare runs under the same machine load; the tabl
 medians over rounds. Before each run the dispatcher catches up on the requests topic and the
 pipeline falls idle (the emulator and poller done with earlier batches), so every scenario
 starts from the same state and the pipeline works only on what the run itself produces.
-"CPU µs/item" is the CPU time of the serving (or raw producing) process per item.
+"CPU µs/item" is the CPU time of the serving (or raw producing) process per item; "machine",
+"pipeline" and "broker cores" the CPU the whole machine, the pipeline's processes and the
+broker used during the run (load process start to end), in cores.
 
 Last, ``--memory-mib`` (64): a fresh ingest takes one body of that size (10,000 items) and its
 peak RSS (VmHWM) is read before and after.
@@ -313,6 +315,7 @@ class Bench:
         self.work = work
         self.ctx = mp.get_context("spawn")
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.broker_pid = 0
         run = uuid.uuid4().hex[:8]
         self.settings = Settings(
             kafka_bootstrap_servers=bootstrap,
@@ -438,15 +441,34 @@ class Bench:
             else:
                 server.join(30)
 
+    def machine(self) -> tuple[float, float, float, float]:
+        """(wall, machine busy CPU-seconds, pipeline CPU-seconds, broker CPU-seconds) so far."""
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        broker = tree_cpu_seconds(self.broker_pid) if self.broker_pid else 0.0
+        return time.monotonic(), busy, self.pipeline_cpu(), broker
+
+    def shares(self, before: tuple[float, float, float, float]) -> dict[str, float]:
+        """Cores used during a run: the whole machine, the pipeline, the broker."""
+        after = self.machine()
+        wall = after[0] - before[0]
+        return {
+            "machine_cores": (after[1] - before[1]) / wall,
+            "pipeline_cores": (after[2] - before[2]) / wall,
+            "broker_cores": (after[3] - before[3]) / wall,
+        }
+
     def http(self, key: str, kind: str, items: int) -> None:
         self.settle()
         print(f"  {key} ...", flush=True)
         a = self.args
         with self.server(kind) as (port, pid):
             url = f"http://127.0.0.1:{port}/requests"
+            before = self.machine()
             result = run_in_process(
                 self.ctx, load, url, pid, items, (a.seconds, a.warmup, a.concurrency)
             )
+            result.update(self.shares(before))
             if kind in ("ingest", "before"):
                 result["publish_ms"] = mean_publish_ms(f"http://127.0.0.1:{port}/metrics")
         self.results.setdefault(key, []).append(result)
@@ -455,9 +477,11 @@ class Bench:
         self.settle()
         print("  raw ...", flush=True)
         a = self.args
+        before = self.machine()
         result = run_in_process(
             self.ctx, raw_producer, self.env, (a.seconds, a.warmup, a.concurrency)
         )
+        result.update(self.shares(before))
         self.results.setdefault("raw", []).append(result)
 
     def memory(self, mib: int, kind: str = "ingest") -> dict[str, Any]:
@@ -517,6 +541,8 @@ def main() -> None:
         broker.wait_ready(timeout=120)
         bootstrap = broker.bootstrap
     bench = Bench(args, bootstrap, work)
+    if broker is not None and broker.process is not None:
+        bench.broker_pid = broker.process.pid
     memory: list[dict[str, Any]] = []
     try:
         asyncio.run(bench.create_topics())
@@ -579,8 +605,11 @@ def report(
         f"Python {sys.version.split()[0]}; medians over rounds"
     )
     print()
-    print("| scenario | items/s | POSTs/s | p50 ms | p99 ms | publish ms | CPU µs/item | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| scenario | items/s | POSTs/s | p50 ms | p99 ms | publish ms | CPU µs/item | errors "
+        "| machine cores | pipeline cores | broker cores |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, key in ROWS:
         if key not in results:
             continue
@@ -592,7 +621,9 @@ def report(
         print(
             f"| {label} | {items:,.0f} | {posts:,.0f} | {median(key, lambda r: r['p50_ms']):.1f} "
             f"| {median(key, lambda r: r['p99_ms']):.1f} | {f'{publish:.1f}' if publish else '—'} "
-            f"| {cpu:.1f} | {errors} |"
+            f"| {cpu:.1f} | {errors} | {median(key, lambda r: r['machine_cores']):.2f} "
+            f"| {median(key, lambda r: r['pipeline_cores']):.2f} "
+            f"| {median(key, lambda r: r['broker_cores']):.2f} |"
         )
     print()
     for name, top, bottom, target in (
