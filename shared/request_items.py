@@ -59,21 +59,31 @@ _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 
 
-def new_custom_id() -> str:
-    """A new unique id in UUIDv7 layout: 48-bit Unix milliseconds, then a 42-bit counter that
-    is random at each new millisecond and incremented within one, then 32 random bits. Ids of
-    one process sort in creation order (as strings too); random bits keep processes apart."""
+def _reserve(count: int) -> tuple[int, int]:
+    """The millisecond and first counter of ``count`` new ids (their counters follow on). A
+    new millisecond starts from a random counter; within one the counter counts on from the
+    last id (also if the clock stepped back); a run that would overflow it moves to the next
+    millisecond."""
     with _id_lock:
         ms = _time_ns() // 1_000_000
         if ms > _id_state[0]:
             _id_state[0] = ms
-            _id_state[1] = counter = _getrandbits(_COUNTER_SEED_BITS)
-        else:  # same millisecond (or the clock stepped back): keep counting from the last id
+            first = _getrandbits(_COUNTER_SEED_BITS)
+        else:
             ms = _id_state[0]
-            _id_state[1] = counter = _id_state[1] + 1
-            if counter >> _COUNTER_BITS:  # overflow: borrow the next millisecond
-                _id_state[0] = ms = ms + 1
-                _id_state[1] = counter = _getrandbits(_COUNTER_SEED_BITS)
+            first = _id_state[1] + 1
+        if (first + count - 1) >> _COUNTER_BITS:  # overflow: borrow the next millisecond
+            _id_state[0] = ms = ms + 1
+            first = _getrandbits(_COUNTER_SEED_BITS)
+        _id_state[1] = first + count - 1
+    return ms, first
+
+
+def new_custom_id() -> str:
+    """A new unique id in UUIDv7 layout: 48-bit Unix milliseconds, then a 42-bit counter that
+    is random at each new millisecond and incremented within one, then 32 random bits. Ids of
+    one process sort in creation order (as strings too); random bits keep processes apart."""
+    ms, counter = _reserve(1)
     # time_high-time_mid-ver|rand_a-var|rand_b(14)-rand_b(16 counter + 32 random)
     return "%08x-%04x-%04x-%04x-%04x%08x" % (  # noqa: UP031 (one formatting op is fastest)
         ms >> 16,
@@ -92,18 +102,7 @@ def new_custom_ids(count: int) -> list[str]:
     bits for all of them."""
     if count <= 0:
         return []
-    with _id_lock:
-        ms = _time_ns() // 1_000_000
-        if ms > _id_state[0]:
-            _id_state[0] = ms
-            first = _getrandbits(_COUNTER_SEED_BITS)
-        else:
-            ms = _id_state[0]
-            first = _id_state[1] + 1
-        if (first + count - 1) >> _COUNTER_BITS:  # would overflow: borrow the next millisecond
-            _id_state[0] = ms = ms + 1
-            first = _getrandbits(_COUNTER_SEED_BITS)
-        _id_state[1] = first + count - 1
+    ms, first = _reserve(count)
     tails = "%0*x" % (8 * count, _getrandbits(32 * count))  # noqa: UP031
     ids: list[str] = []
     counter, end, done = first, first + count, 0
