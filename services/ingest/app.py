@@ -352,10 +352,11 @@ def create_app(
                 "a valid 'Authorization: Bearer <key>' header is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        declared = request.headers.get("content-length", "")
+        length = int(declared) if declared.isdigit() else None
+        if length is not None and length > max_bytes:
             return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
-        if declared is None or not declared.isdigit() or int(declared) > STREAM_BYTES:
+        if length is None or length > STREAM_BYTES:
             outcome = await prepare_streamed(request)
         else:
             raw = await read_body(request)

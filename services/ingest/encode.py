@@ -43,7 +43,7 @@ class LineEncoder:
     """Items → (custom_id, value) for one set of defaults (the model and parameters merged into
     bare-message items)."""
 
-    __slots__ = ("_default_kwargs", "_default_model", "_partial_middle", "_partial_prefix")
+    __slots__ = ("_default_kwargs", "_default_model", "_partial_middle")
 
     def __init__(self, default_model: str, default_kwargs: Mapping[str, Any]) -> None:
         self._default_model = default_model
@@ -51,7 +51,6 @@ class LineEncoder:
         base = {"model": default_model, **self._default_kwargs}
         base.pop("messages", None)  # the item's own messages always win
         head = orjson.dumps(base)[:-1]  # '{"model":...' without its closing brace
-        self._partial_prefix = b'{"custom_id":"'
         self._partial_middle = (
             b'","method":"POST","url":"' + CHAT_URL.encode() + b'","body":' + head + b',"messages":'
         )
@@ -67,12 +66,7 @@ class LineEncoder:
                 messages = orjson.dumps(item)
             except (TypeError, ValueError) as exc:  # nesting deeper than orjson writes
                 raise ItemRefused(f"item cannot be serialised: {exc}") from None
-            value = b"%s%s%s%s}}" % (
-                self._partial_prefix,
-                custom_id.encode(),
-                self._partial_middle,
-                messages,
-            )
+            value = b'{"custom_id":"%s%s%s}}' % (custom_id.encode(), self._partial_middle, messages)
         else:
             line = normalize_item(item, self._default_model, self._default_kwargs)
             custom_id = line.custom_id

@@ -81,16 +81,13 @@ class GroupCommit:
             key, value = records.popleft()
             batch = open_batches.get(partition)
             if batch is None or batch.builder.append(key=key, value=value, timestamp=None) is None:
-                batch = self.append(partition, key, value)
+                batch = self._start_batch(partition, key, value)
             touched.add(batch)
         return touched
 
-    def append(self, partition: int, key: bytes, value: bytes) -> OpenBatch:
-        """Add one record to the partition's open batch, or to a new one when that is full,
-        closed or missing."""
-        batch = self._open.get(partition)
-        if batch is not None and batch.builder.append(key=key, value=value, timestamp=None):
-            return batch
+    def _start_batch(self, partition: int, key: bytes, value: bytes) -> OpenBatch:
+        """A new open batch for the partition (the last one is full, closed or missing),
+        holding this first record, queued for hand-over."""
         batch = self._open[partition] = OpenBatch(self._producer.create_batch(), self._loop)
         if batch.builder.append(key=key, value=value, timestamp=None) is None:
             raise ValueError(f"record of {len(value)} bytes does not fit in a batch")

@@ -113,7 +113,6 @@ class ItemChecker:
         fresh = new_custom_ids(len(items))
         encode = self._encode
         records, ids, first_index = self.records, self.ids, self._first_index
-        index = self.count
         for offset, item in enumerate(items):
             index = self.count + offset
             try:
