@@ -19,20 +19,28 @@ from jsonschema import Draft202012Validator
 
 Schema = dict[str, Any]
 
-JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**53), max_value=2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
+
+def json_values(*, text: int, keys: int, children: int, leaves: int) -> st.SearchStrategy[Any]:
+    """Any JSON value: scalars (strings up to ``text`` characters), lists and objects (keys up
+    to ``keys`` characters) of up to ``children`` members, at most ``leaves`` scalars in all."""
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**53), max_value=2**53)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=text)
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=children)
+            | st.dictionaries(st.text(max_size=keys), inner, max_size=children)
+        ),
+        max_leaves=leaves,
+    )
+
+
+JSON_VALUES = json_values(text=12, keys=6, children=3, leaves=8)
 
 
 def python_patterns(schema: Any) -> Any:
@@ -163,16 +171,9 @@ def _apply(value: Any, path: tuple[Any, ...], change: str, draw: st.DrawFn) -> A
             return [*value, draw(_WRONG)]
         return draw(_WRONG)
     head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        copy = dict(value)
-        if not rest and change == "drop":
-            del copy[head]
-        else:
-            copy[head] = _apply(value[head], rest, change, draw)
-        return copy
-    copy_list = list(value)
+    copy: Any = dict(value) if isinstance(value, dict) else list(value)
     if not rest and change == "drop":
-        del copy_list[head]
+        del copy[head]
     else:
-        copy_list[head] = _apply(value[head], rest, change, draw)
-    return copy_list
+        copy[head] = _apply(value[head], rest, change, draw)
+    return copy

@@ -14,18 +14,9 @@ from hypothesis import strategies as st
 from batchpipe.services.ingest.body import StreamedItems
 from batchpipe.services.ingest.encode import MAX_VALUE_BYTES, ItemTooLarge
 from batchpipe.services.ingest.validate import BodyError, parse_body
+from tests.ingest.schema_strategies import json_values as json_values_of
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
+json_values = json_values_of(text=8, keys=5, children=3, leaves=10)
 bodies = (
     st.fixed_dictionaries({"data": st.lists(json_values, max_size=4)})
     | st.fixed_dictionaries({"data": json_values})

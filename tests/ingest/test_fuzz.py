@@ -19,24 +19,12 @@ from starlette.testclient import TestClient
 from batchpipe.services.ingest.app import create_app
 from batchpipe.shared.request_items import ROLES
 from batchpipe.shared.settings import Settings
+from tests.ingest.schema_strategies import json_values as json_values_of
 from tests.ingest.schema_strategies import mutated, python_patterns, valid, validator
 
 Ingest = tuple[FastAPI, httpx.AsyncClient]
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**53), max_value=2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+json_values = json_values_of(text=20, keys=8, children=4, leaves=12)
 roles = st.sampled_from([*sorted(ROLES), "robot", ""]) | st.text(max_size=6)
 message = st.fixed_dictionaries(
     {"role": roles},
