@@ -43,7 +43,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -61,6 +61,8 @@ from batchpipe.services.dispatcher.validate import Valid, validate  # noqa: E402
 from batchpipe.services.dispatcher.window import Window, Windows  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, decode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from batchpipe.shared.providers.openai import OpenAIProvider  # noqa: E402
+from batchpipe.shared.providers.registry import Providers  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from bench.support import (  # noqa: E402
     BIN,
@@ -129,7 +131,7 @@ async def core_only(settings: Settings, n: int) -> tuple[float, float]:
         settings,
         producer=None,  # (no dead letters in this input)
         ledger=_NoLedger(),  # type: ignore[arg-type]
-        client=None,  # type: ignore[arg-type]
+        providers=Providers.single(OpenAIProvider(cast(Any, None))),
         commit=commit,
         queue_size=n // WINDOW + 2,
     )

@@ -45,11 +45,12 @@ sys.path.insert(0, str(ROOT))
 from openai import AsyncOpenAI  # noqa: E402
 
 from batchpipe.devtools.local_kafka import free_port, running_kafka  # noqa: E402
-from batchpipe.services.poller.classify import outcome_of  # noqa: E402
 from batchpipe.services.poller.record_batcher import RecordBatcher  # noqa: E402
-from batchpipe.services.poller.results import emissions, openai_line_opener  # noqa: E402
+from batchpipe.services.poller.results import emissions  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from batchpipe.shared.providers.files_api import outcome_of  # noqa: E402
+from batchpipe.shared.providers.openai import OpenAIProvider  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from batchpipe.shared.topics import TopicSpec  # noqa: E402
 from bench.support import BIN, rss_kib, start_emulator, wait_http  # noqa: E402
@@ -198,7 +199,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
             messages = [
                 (key_bytes(e.custom_id), e.value)
                 async for e in emissions(
-                    record, outcome, openai_line_opener(client), max_attempts=3, now=0
+                    record, outcome, OpenAIProvider(client), max_attempts=3, now=0
                 )
             ]
             assert len(messages) == args.lines

@@ -2,7 +2,7 @@
 
 - ``requests``: key ``custom_id``; value one OpenAI Batch input line (``RequestLine``);
   header ``batchpipe-attempt`` counts re-submissions (absent = 0).
-- ``batches``: key the OpenAI batch id; value ``BatchRecord``.
+- ``batches``: key the provider's batch id; value ``BatchRecord``.
 - ``results``: key ``custom_id``; value ``ResultMessage``.
 - ``dead-letters``: key of the failed message; value ``DeadLetter``.
 
@@ -89,8 +89,11 @@ class BatchRecord(_Message):
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="batches")
 
-    batch_id: str = Field(description="The OpenAI batch id (also the message key).")
-    input_file_id: str
+    batch_id: str = Field(description="The provider's batch id (also the message key).")
+    provider: str = Field("openai", description="The provider that runs the batch.")
+    input_file_id: str | None = Field(
+        None, description="The provider's id of the batch's input file, if it has one."
+    )
     endpoint: Endpoint
     model: str
     request_count: int = Field(ge=1)
@@ -118,6 +121,17 @@ class ResultError(_Message):
     message: str
 
 
+class ResultUsage(_Message):
+    """Token counts in one shape for every provider (``shared/usage.py``); the provider's
+    own usage object stays in ``response.body``."""
+
+    input_tokens: int = Field(0, ge=0, description="Tokens in, cached ones included.")
+    output_tokens: int = Field(0, ge=0, description="Tokens out, reasoning ones included.")
+    total_tokens: int = Field(0, ge=0)
+    cached_tokens: int | None = Field(None, ge=0, description="Input tokens read from cache.")
+    reasoning_tokens: int | None = Field(None, ge=0, description="Output tokens of reasoning.")
+
+
 class ResultMessage(_Message):
     """The one terminal result of one request: the value of a ``results`` message."""
 
@@ -126,11 +140,14 @@ class ResultMessage(_Message):
     custom_id: str
     status: ResultStatus
     batch_id: str | None = Field(description="The batch that gave this result (None if none).")
-    response: ResultResponse | None = None
+    provider: str = Field("openai", description="The provider that ran the request.")
+    response: ResultResponse | None = Field(
+        None, description="The provider's response: its HTTP status and its own body object."
+    )
     error: ResultError | None = None
     attempts: int = Field(ge=1, description="How many batches this request was submitted in.")
-    model: str
-    usage: dict[str, Any] | None = None
+    model: str = Field(description="The model the request named (Azure: the deployment).")
+    usage: ResultUsage | None = None
     submitted_at: int | None = Field(description="Unix time its last batch was created.")
     completed_at: int = Field(description="Unix time the result was produced.")
 

@@ -1,7 +1,8 @@
 """The one settings model of batchpipe, read from the environment (prefix ``BATCHPIPE_``).
 
 Every service builds its clients from a ``Settings`` instance; nothing else reads the
-environment. The openai SDK's own ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` are read under
+environment. Each provider SDK's own variables (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+``AZURE_OPENAI_API_KEY``, ``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``) are read under
 their own names, exactly as the SDK reads them. ``load_settings()`` turns a validation error
 into a ``SettingsError`` whose message names the environment variable at fault.
 """
@@ -17,9 +18,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "BATCHPIPE_"
 
-# OpenAI Batch API hard limits (https://platform.openai.com/docs/guides/batch).
-OPENAI_MAX_BATCH_REQUESTS = 50_000
-OPENAI_MAX_BATCH_BYTES = 200 * 1000 * 1000
+# The largest batch any provider takes (each provider's own limits cap its windows further:
+# shared/providers/).
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1000 * 1000
+# Azure OpenAI's allowed file and output expiry, in seconds (14 to 30 days); OpenAI's.
+AZURE_EXPIRY_RANGE = (1_209_600, 2_592_000)
+OPENAI_EXPIRY_RANGE = (3_600, 2_592_000)
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -75,17 +80,19 @@ class Settings(BaseSettings):
     )
 
     # --- Windows (dispatcher) -----------------------------------------------------------
-    batch_max_requests: int = Field(
-        OPENAI_MAX_BATCH_REQUESTS,
+    batch_max_requests: int | None = Field(
+        None,
         ge=1,
-        le=OPENAI_MAX_BATCH_REQUESTS,
-        description="Cut a batch at this many lines (OpenAI allows at most 50,000).",
+        le=MAX_BATCH_REQUESTS,
+        description="Cut a batch at this many lines; unset: at its provider's limit (OpenAI "
+        "50,000, Azure OpenAI 100,000). Never above the provider's limit.",
     )
     batch_max_bytes: int = Field(
         190 * 1000 * 1000,
         ge=1024,
-        le=OPENAI_MAX_BATCH_BYTES,
-        description="Cut a batch before its JSONL file exceeds this size (OpenAI: 200 MB).",
+        le=MAX_BATCH_BYTES,
+        description="Cut a batch before its JSONL file exceeds this size (capped by its "
+        "provider's limit: OpenAI and Azure OpenAI 200 MB).",
     )
     batch_max_wait_seconds: float = Field(
         3600.0, gt=0, description="Cut a batch this long after its first request arrived."
@@ -191,6 +198,17 @@ class Settings(BaseSettings):
         description="How often a window waiting for the token budget checks OpenAI again.",
     )
 
+    # --- Providers: which one serves a model ------------------------------------------
+    provider_routes: Annotated[tuple[tuple[str, str], ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated pattern=provider rules, first match wins, e.g. "
+        "'my-deployment-*=azure,gpt-4o-batch=azure' (shell-style patterns on the model name; "
+        "providers: openai, azure). Models matching none go to BATCHPIPE_DEFAULT_PROVIDER.",
+    )
+    default_provider: str = Field(
+        "openai", min_length=1, description="Provider of models that match no route."
+    )
+
     # --- OpenAI (the SDK's own variables) -----------------------------------------------
     openai_api_key: SecretStr | None = Field(
         None,
@@ -207,6 +225,52 @@ class Settings(BaseSettings):
     )
     openai_timeout_seconds: float = Field(
         600.0, gt=0, description="Timeout of one OpenAI HTTP call (uploads can be large)."
+    )
+    openai_file_expires_after_seconds: int | None = Field(
+        None,
+        ge=OPENAI_EXPIRY_RANGE[0],
+        le=OPENAI_EXPIRY_RANGE[1],
+        description="Input files expire this long after upload (3,600-2,592,000 s); unset: "
+        "OpenAI's default.",
+    )
+    openai_output_expires_after_seconds: int | None = Field(
+        None,
+        ge=OPENAI_EXPIRY_RANGE[0],
+        le=OPENAI_EXPIRY_RANGE[1],
+        description="Output and error files expire this long after the batch is created "
+        "(3,600-2,592,000 s); unset: OpenAI's default.",
+    )
+
+    # --- Azure OpenAI (the SDK's own variables) -----------------------------------------
+    azure_openai_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AZURE_OPENAI_API_KEY"),
+        description="AZURE_OPENAI_API_KEY, as the openai SDK's AzureOpenAI reads it.",
+    )
+    azure_openai_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AZURE_OPENAI_ENDPOINT"),
+        description="AZURE_OPENAI_ENDPOINT, e.g. https://my-resource.openai.azure.com (or the "
+        "local emulator's root URL).",
+    )
+    openai_api_version: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_API_VERSION"),
+        description="OPENAI_API_VERSION: the Azure OpenAI api-version, e.g. 2024-10-21.",
+    )
+    azure_file_expires_after_seconds: int | None = Field(
+        None,
+        ge=AZURE_EXPIRY_RANGE[0],
+        le=AZURE_EXPIRY_RANGE[1],
+        description="Azure input files expire this long after upload (1,209,600-2,592,000 s); "
+        "unset: Azure's default.",
+    )
+    azure_output_expires_after_seconds: int | None = Field(
+        None,
+        ge=AZURE_EXPIRY_RANGE[0],
+        le=AZURE_EXPIRY_RANGE[1],
+        description="Azure output files expire this long after the batch is created "
+        "(1,209,600-2,592,000 s); unset: Azure's default.",
     )
 
     # --- Operations -----------------------------------------------------------------------
@@ -256,6 +320,21 @@ class Settings(BaseSettings):
         if "messages" in value or "stream" in value:
             raise ValueError("must not set 'messages' or 'stream'")
         return value
+
+    @field_validator("provider_routes", mode="before")
+    @classmethod
+    def _parse_routes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        routes = []
+        for rule in value.split(","):
+            if not rule.strip():
+                continue
+            pattern, sep, provider = rule.partition("=")
+            if not sep or not pattern.strip() or not provider.strip():
+                raise ValueError(f"{rule.strip()!r} is not pattern=provider")
+            routes.append((pattern.strip(), provider.strip()))
+        return tuple(routes)
 
     @field_validator("ingest_api_keys", mode="before")
     @classmethod
@@ -314,6 +393,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             rendered = value.get_secret_value()
+        elif field == "provider_routes":
+            rendered = ",".join(f"{pattern}={provider}" for pattern, provider in value)
         elif isinstance(value, tuple):
             rendered = ",".join(
                 v.get_secret_value() if isinstance(v, SecretStr) else str(v) for v in value

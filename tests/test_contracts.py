@@ -103,16 +103,25 @@ def test_result_round_trip_keeps_nulls() -> None:
         response={"status_code": 200, "body": {"id": "x"}},
         attempts=1,
         model="gpt-4o-mini",
-        usage={"prompt_tokens": 3},
+        usage={"input_tokens": 3, "total_tokens": 3},
         submitted_at=1,
         completed_at=2,
     )
     raw = orjson.loads(encode(result))
     assert raw["error"] is None
+    assert raw["provider"] == "openai"
+    assert raw["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 0,
+        "total_tokens": 3,
+        "cached_tokens": None,
+        "reasoning_tokens": None,
+    }
     assert set(raw) == {
         "custom_id",
         "status",
         "batch_id",
+        "provider",
         "response",
         "error",
         "attempts",

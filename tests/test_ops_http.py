@@ -7,8 +7,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from batchpipe.devtools.local_kafka import free_port
-from batchpipe.shared.openai_client import make_openai
 from batchpipe.shared.ops_http import ops_app, serve_in_background
+from batchpipe.shared.providers.openai import make_openai
 from batchpipe.shared.settings import Settings, SettingsError
 
 

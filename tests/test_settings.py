@@ -6,7 +6,13 @@ import os
 
 import pytest
 
-from batchpipe.shared.settings import Settings, SettingsError, env_var_name, load_settings
+from batchpipe.shared.settings import (
+    Settings,
+    SettingsError,
+    env_var_name,
+    load_settings,
+    settings_env,
+)
 from batchpipe.shared.topics import topic_names
 
 
@@ -15,7 +21,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith("BATCHPIPE_") or name.startswith("OPENAI_"):
+        if name.startswith(("BATCHPIPE_", "OPENAI_", "AZURE_OPENAI_")):
             monkeypatch.delenv(name)
 
 
@@ -31,8 +37,9 @@ def test_defaults_match_the_issue_and_the_seed_sample() -> None:
         "dead-letters",
     ]
     assert s.topic_partitions == 6
-    assert s.batch_max_requests == 50_000
+    assert s.batch_max_requests is None  # each provider's own limit
     assert s.batch_max_bytes == 190_000_000
+    assert s.provider_routes == () and s.default_provider == "openai"
     assert s.batch_max_wait_seconds == 3600
     assert s.poll_interval_seconds == 60
     assert s.max_attempts == 3
@@ -61,9 +68,14 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
-        ("BATCHPIPE_BATCH_MAX_REQUESTS", "50001"),
+        ("BATCHPIPE_BATCH_MAX_REQUESTS", "100001"),
         ("BATCHPIPE_BATCH_MAX_REQUESTS", "0"),
-        ("BATCHPIPE_BATCH_MAX_BYTES", str(200_000_001)),
+        ("BATCHPIPE_BATCH_MAX_BYTES", str(256_000_001)),
+        ("BATCHPIPE_PROVIDER_ROUTES", "gpt-*"),
+        ("BATCHPIPE_PROVIDER_ROUTES", "=azure"),
+        ("BATCHPIPE_AZURE_FILE_EXPIRES_AFTER_SECONDS", "3600"),
+        ("BATCHPIPE_AZURE_OUTPUT_EXPIRES_AFTER_SECONDS", "2592001"),
+        ("BATCHPIPE_OPENAI_FILE_EXPIRES_AFTER_SECONDS", "3599"),
         ("BATCHPIPE_BATCH_MAX_WAIT_SECONDS", "-1"),
         ("BATCHPIPE_TOPIC_PARTITIONS", "many"),
         ("BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS", "nohostport"),
@@ -84,10 +96,31 @@ def test_a_bad_value_fails_naming_the_variable(
     assert variable in str(err.value)
 
 
+def test_provider_routes_and_azure_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHPIPE_PROVIDER_ROUTES", " my-deploy-*=azure, gpt-4o-batch = azure ,")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-key")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://r.openai.azure.com")
+    monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
+    monkeypatch.setenv("BATCHPIPE_AZURE_OUTPUT_EXPIRES_AFTER_SECONDS", "1209600")
+    s = load_settings()
+    assert s.provider_routes == (("my-deploy-*", "azure"), ("gpt-4o-batch", "azure"))
+    assert s.azure_openai_api_key is not None
+    assert s.azure_openai_api_key.get_secret_value() == "az-key"
+    assert (s.azure_openai_endpoint, s.openai_api_version) == (
+        "https://r.openai.azure.com",
+        "2024-10-21",
+    )
+    assert s.azure_output_expires_after_seconds == 1_209_600
+    env = settings_env(s)
+    assert env["BATCHPIPE_PROVIDER_ROUTES"] == "my-deploy-*=azure,gpt-4o-batch=azure"
+    assert env["AZURE_OPENAI_API_KEY"] == "az-key"
+
+
 def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATCHPIPE_INGEST_API_KEYS", "supersecret1")
     monkeypatch.setenv("BATCHPIPE_KAFKA_SASL_PASSWORD", "supersecret2")
     monkeypatch.setenv("OPENAI_API_KEY", "supersecret3")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "supersecret4")
     s = load_settings()
     shown = repr(s) + str(s) + str(s.model_dump())
     assert "supersecret" not in shown
@@ -135,7 +168,7 @@ def test_settings_env_round_trips_every_field(monkeypatch: pytest.MonkeyPatch) -
     )
     env = settings_env(original)
     for name in list(os.environ):
-        if name.startswith("BATCHPIPE_") or name.startswith("OPENAI_"):
+        if name.startswith(("BATCHPIPE_", "OPENAI_", "AZURE_OPENAI_")):
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -20,12 +20,24 @@ from batchpipe.services.dispatcher.process_tuning import tune_process
 
 def dispatcher() -> None:
     """Window the requests topic into provider batches (Faust worker; web port for health)."""
+    from batchpipe.shared.providers.registry import check_providers
+    from batchpipe.shared.settings import SettingsError
+
     settings = settings_or_exit("dispatcher")
+
+    def providers_or_exit() -> None:
+        try:
+            check_providers(settings)
+        except SettingsError as exc:
+            typer.secho(f"batchpipe dispatcher: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+
     if settings.dispatcher_engine == "aiokafka":
         import asyncio
 
         from batchpipe.services.dispatcher.kafka_runner import run
 
+        providers_or_exit()
         tune_process()
         asyncio.run(run(settings))
         return
@@ -38,6 +50,7 @@ def dispatcher() -> None:
     except UnsupportedFaustVersion as exc:
         typer.secho(f"batchpipe: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
+    providers_or_exit()
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.lower(),

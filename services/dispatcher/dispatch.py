@@ -7,10 +7,12 @@ is written to the ledger before the next step starts, so a worker that dies anyw
 entry that says how far it got; a retry (or the partitions' next owner, through
 ``reconcile.py``) resumes from there:
 
-- ``planned``: the window's coverage (its requests' offsets) and dispatch id are recorded; the
-  JSONL file is written; the window waits for the token budget; the file is uploaded.
-- ``uploaded``: ``batches.create`` with the dispatch id in the metadata; after a failed create
-  the submitter first looks the dispatch up by it, so a batch is never created twice.
+- ``planned``: the window's coverage (its requests' offsets), dispatch id and provider (routed
+  by model) are recorded; the JSONL file is written in the provider's line shape; the window
+  waits for the token budget; the provider stages the file (OpenAI: uploads it).
+- ``uploaded``: the provider creates the batch, tagged with the dispatch id; after a failed
+  create the submitter first asks the provider to find the dispatch, so a batch is never
+  created twice.
 - ``created``: the ``batches`` record is published (at least once; the poller dedupes by
   batch id).
 - ``published``: done; the caller may count the requests done and commit.
@@ -31,33 +33,35 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from openai import AsyncOpenAI
-from openai.types import Batch
-
 from batchpipe.services.dispatcher.jsonl import write_jsonl_async
 from batchpipe.services.dispatcher.kafka_writes import KafkaWrites
 from batchpipe.services.dispatcher.ledger import (
-    METADATA_KEY,
     Ledger,
     LedgerEntry,
     coverage_of_lines,
     dispatch_id_for,
-    find_batches,
 )
 from batchpipe.services.dispatcher.metrics import Metrics
 from batchpipe.services.dispatcher.submit import Aborted, Submitter
-from batchpipe.services.dispatcher.token_budget import (
-    MODEL_KEY,
-    TOKENS_KEY,
-    TokenBudget,
-    estimate_tokens,
-    model_tag,
-)
+from batchpipe.services.dispatcher.token_budget import TokenBudget, estimate_tokens
 from batchpipe.services.dispatcher.window import Window
 from batchpipe.shared.logs import get_logger
+from batchpipe.shared.providers.base import (
+    TAG_DISPATCH_ID,
+    TAG_MODEL,
+    TAG_REQUESTS,
+    TAG_TOKENS,
+    BatchProvider,
+    CreateRequest,
+    Submission,
+)
+from batchpipe.shared.providers.files_api import model_tag
+from batchpipe.shared.providers.registry import Providers
 from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
+
+_IDENTITY_LINE = BatchProvider.batch_line
 
 
 def crash_point(settings: Settings, name: str) -> None:
@@ -73,7 +77,7 @@ class DispatchSteps:
         settings: Settings,
         *,
         ledger: Ledger,
-        client: AsyncOpenAI,
+        providers: Providers,
         submitter: Submitter,
         budget: TokenBudget,
         writes: KafkaWrites,
@@ -83,7 +87,7 @@ class DispatchSteps:
     ) -> None:
         self.settings = settings
         self.ledger = ledger
-        self.client = client
+        self.providers = providers
         self.submitter = submitter
         self.budget = budget
         self.writes = writes
@@ -107,6 +111,7 @@ class DispatchSteps:
             entry = LedgerEntry(
                 dispatch_id=dispatch_id,
                 state="planned",
+                provider=self.providers.name_for(window.model),
                 endpoint=window.endpoint,
                 model=window.model,
                 request_count=window.count,
@@ -121,6 +126,7 @@ class DispatchSteps:
             await self.writes.ledger_entry(entry)
             bound.info(
                 "dispatch.planned",
+                provider=entry.provider,
                 endpoint=window.endpoint,
                 model=window.model,
                 requests=window.count,
@@ -144,7 +150,7 @@ class DispatchSteps:
             bound.info("dispatch.created", batch_id=entry.batch_id)
             crash_point(self.settings, "after_create")
         if entry.state == "created":
-            assert entry.batch_id is not None and entry.file_id is not None
+            assert entry.batch_id is not None
             await self.writes.batch_record(entry, submitted_at=int(time.time()))
             crash_point(self.settings, "after_publish")
             entry = entry.with_state("published")
@@ -165,12 +171,16 @@ class DispatchSteps:
         return entry
 
     async def _upload(self, window: Window, entry: LedgerEntry) -> LedgerEntry | None:
-        """planned -> uploaded: write the JSONL file, wait for the token budget, upload."""
+        """planned -> uploaded: write the JSONL file, wait for the token budget, stage it."""
         dispatch_id = entry.dispatch_id
+        provider = self.providers.get(entry.provider)
         step = time.monotonic()
         path = self._files.get(dispatch_id)
         if path is None:  # a retried dispatch reuses its file: the lines are gone
-            path = await write_jsonl_async(window.lines, self._tmp, prefix="batchpipe-")
+            lines = window.lines
+            if type(provider).batch_line is not _IDENTITY_LINE:
+                lines = [provider.batch_line(line) for line in lines]
+            path = await write_jsonl_async(lines, self._tmp, prefix="batchpipe-")
             self._files[dispatch_id] = path
             window.release_lines()
         written = time.monotonic()
@@ -179,7 +189,7 @@ class DispatchSteps:
             return None
         budget = time.monotonic()
         try:
-            file_id = await self.submitter.upload(path, abort=self._aborting)
+            file_id = await self.submitter.upload(provider, path, abort=self._aborting)
         except Aborted:
             await self.abandon(entry)
             return None
@@ -199,32 +209,36 @@ class DispatchSteps:
     async def _create(self, entry: LedgerEntry) -> LedgerEntry | None:
         """uploaded -> created: create the batch once (looked up by dispatch id first after
         a failed attempt)."""
-        assert entry.file_id is not None
         dispatch_id = entry.dispatch_id
         planned_at = entry.planned_at
+        provider = self.providers.get(entry.provider)
 
-        async def lookup() -> Batch | None:
-            found = await find_batches(self.client, [dispatch_id], not_before=planned_at)
-            batch: Batch | None = found.get(dispatch_id)
-            return batch
+        async def lookup() -> Submission | None:
+            found = await provider.find([dispatch_id], not_before=planned_at)
+            return found.get(dispatch_id)
 
+        request = CreateRequest(
+            dispatch_id=dispatch_id,
+            endpoint=entry.endpoint,
+            model=entry.model,
+            path=self._files.get(dispatch_id),
+            staged=entry.file_id,
+            request_count=entry.request_count,
+            tags={
+                TAG_DISPATCH_ID: dispatch_id,
+                TAG_MODEL: model_tag(entry.model),
+                TAG_REQUESTS: str(entry.request_count),
+                TAG_TOKENS: str(estimate_tokens(entry.input_bytes)),
+            },
+        )
         try:
             batch = await self.submitter.create(
-                file_id=entry.file_id,
-                endpoint=entry.endpoint,
-                metadata={
-                    METADATA_KEY: dispatch_id,
-                    MODEL_KEY: model_tag(entry.model),
-                    "batchpipe_requests": str(entry.request_count),
-                    TOKENS_KEY: str(estimate_tokens(entry.input_bytes)),
-                },
-                lookup=lookup,
-                abort=self._aborting,
+                provider, request, lookup=lookup, abort=self._aborting
             )
         except Aborted:
             await self.abandon(entry)
             return None
-        entry = entry.with_state("created", batch_id=batch.id)
+        entry = entry.with_state("created", batch_id=batch.batch_id)
         self.budget.release(dispatch_id)
         await self.writes.ledger_entry(entry)
         return entry

@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
-from openai import AsyncOpenAI, OpenAI
 
 from batchpipe.services.dispatcher.backoff import Backoff
 from batchpipe.services.dispatcher.commits import CommitFn, Committer
@@ -50,7 +49,8 @@ from batchpipe.services.dispatcher.submit import Submitter
 from batchpipe.services.dispatcher.token_budget import TokenBudget, max_window_bytes
 from batchpipe.services.dispatcher.window import Window, Windows
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.settings import Settings
+from batchpipe.shared.providers.registry import Providers
+from batchpipe.shared.settings import MAX_BATCH_REQUESTS, Settings
 
 log = get_logger(__name__)
 
@@ -62,10 +62,9 @@ class Dispatcher:
         *,
         producer: AIOKafkaProducer,
         ledger: Ledger,
-        client: AsyncOpenAI,
+        providers: Providers,
         commit: CommitFn,
         metrics: Metrics | None = None,
-        upload_client: OpenAI | None = None,
         clock: Callable[[], float] = time.monotonic,
         queue_size: int = 1,
         retry_base_delay: float = 0.5,
@@ -74,31 +73,35 @@ class Dispatcher:
         self.settings = settings
         self.producer = producer
         self.ledger = ledger
-        self.client = client
+        self.providers = providers
         self.metrics = metrics = metrics or Metrics()
         self.backoff = backoff = Backoff(retry_base_delay, retry_max_delay)
-        max_bytes = settings.batch_max_bytes
+        # one byte limit for every line (validated before it is windowed): the smallest
+        # provider's, if below the setting
+        max_bytes = min(settings.batch_max_bytes, *(p.limits.max_bytes for p in providers))
         if settings.dispatcher_max_enqueued_tokens is not None:  # one window always fits
             max_bytes = min(max_bytes, max_window_bytes(settings.dispatcher_max_enqueued_tokens))
         self.windows = Windows(
-            max_requests=settings.batch_max_requests,
+            max_requests=settings.batch_max_requests or MAX_BATCH_REQUESTS,
             max_bytes=max_bytes,
             max_wait=settings.batch_max_wait_seconds,
             clock=clock,
+            limits=lambda model: (
+                (limits := providers.limits_for(model)).max_requests,
+                limits.max_bytes,
+            ),
         )
         self.offsets = OffsetTracker()
         self.submitter = Submitter(
-            client,
             base_delay=retry_base_delay,
             max_delay=retry_max_delay,
             on_retry=lambda step, _exc: metrics.retries.labels(step).inc(),
-            upload_client=upload_client,
         )
         self.writes = KafkaWrites(
             settings, producer=producer, ledger=ledger, metrics=metrics, backoff=backoff
         )
         self.budget = TokenBudget(
-            client,
+            providers,
             budget=settings.dispatcher_max_enqueued_tokens,
             check_seconds=settings.dispatcher_token_check_seconds,
             metrics=metrics,
@@ -107,7 +110,7 @@ class Dispatcher:
         self.steps = DispatchSteps(
             settings,
             ledger=ledger,
-            client=client,
+            providers=providers,
             submitter=self.submitter,
             budget=self.budget,
             writes=self.writes,
@@ -295,7 +298,7 @@ class Dispatcher:
         return await reconcile(
             self.ledger.state,
             tps,
-            client=self.client,
+            providers=self.providers,
             steps=self.steps,
             writes=self.writes,
             metrics=self.metrics,

@@ -65,9 +65,10 @@ class KafkaWrites:
 
     async def batch_record(self, entry: LedgerEntry, *, submitted_at: int) -> None:
         """Publish the ``batches`` record of a created batch (keyed by its batch id)."""
-        assert entry.batch_id is not None and entry.file_id is not None
+        assert entry.batch_id is not None
         record = BatchRecord(
             batch_id=entry.batch_id,
+            provider=entry.provider,
             input_file_id=entry.file_id,
             endpoint=entry.endpoint,
             model=entry.model,

@@ -1,6 +1,6 @@
-"""The dispatch ledger: durable, exactly-once submission of windows as OpenAI batches.
+"""The dispatch ledger: durable, exactly-once submission of windows as provider batches.
 
-Why: the openai SDK sends no idempotency key, so a replayed window (after ``kill -9``, a
+Why: the providers' batch APIs take no idempotency key, so a replayed window (after ``kill -9``, a
 rebalance, a retried ``batches.create``) would otherwise bill the same requests twice.
 
 What: a compacted Kafka topic (``BATCHPIPE_DISPATCHER_LEDGER_TOPIC``, default
@@ -11,7 +11,9 @@ latest state of one dispatch::
 
 and carries the *coverage* of the dispatch: the exact Kafka offsets, per (topic, partition), of
 the requests in the window (as ranges). ``dispatch_id`` is a deterministic hash of those
-positions and custom_ids, and goes into the batch's ``metadata.batchpipe_dispatch_id``.
+positions and custom_ids, and is how the provider finds the batch again (OpenAI: in the
+batch's ``metadata.batchpipe_dispatch_id``). The entry also names the provider, so a
+reconciliation asks the one that got the window even if the routes changed meanwhile.
 
 The protocol (``agent.py`` drives it):
 
@@ -20,25 +22,25 @@ The protocol (``agent.py`` drives it):
    do the window's offsets count as done and get committed.
 2. On start and after every rebalance the worker reads the whole ledger back, then *reconciles*
    every unfinished entry (state planned/uploaded/created) that covers one of its partitions
-   against OpenAI: a batch whose ``metadata.batchpipe_dispatch_id`` matches (``GET /batches``
-   listing, or ``retrieve`` when the batch id is known) is re-published (same batch id, so the
-   poller sees the same key again) and the entry becomes ``published``; if OpenAI has no such
-   batch, no batch was created, and the entry becomes ``abandoned``. Reconciliation never
+   against its provider: a batch the provider finds for the dispatch id (``find``; by batch
+   id when it is known) is re-published (same batch id, so the poller sees the same key
+   again) and the entry becomes ``published``; if the provider has no such batch, no batch
+   was created, and the entry becomes ``abandoned``. Reconciliation never
    creates a batch.
 3. While consuming, a request whose (topic, partition, offset) is covered by a ledger entry
    that is not abandoned is *skipped* (it is already in a batch). Replayed streams re-form
    windows differently (time cuts!), so coverage is per offset, not per window boundary.
    Once the group's committed offsets have passed every request of a finished entry, no replay
    can reach it: the worker that owns all of its partitions tombstones it (compaction).
-4. ``batches.create`` itself is called with the SDK's retries off; after any failure the worker
-   looks the dispatch up by metadata before trying again, so a create that reached OpenAI but
+4. The provider's ``create`` never retries; after any failure the worker looks the dispatch
+   up (``find``) before trying again, so a create that reached the provider but
    whose answer was lost is never repeated.
 5. Before the rebalance completes (Faust's ``on_partitions_revoked`` is awaited, and aiokafka's
    eager protocol revokes before anyone is assigned), the old owner finishes its in-flight
    dispatch, or abandons it if ``create`` was not attempted yet, so two owners never race.
 
 ``LedgerState`` is the pure in-memory view (with a per-partition interval index for coverage
-lookups); ``Ledger`` adds the Kafka reads and writes; ``find_batches`` the OpenAI listing.
+lookups); ``Ledger`` adds the Kafka reads and writes.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict, Field
 
 from batchpipe.services.dispatcher.records import TP, Position
@@ -66,7 +67,6 @@ log = get_logger(__name__)
 
 State = Literal["planned", "uploaded", "created", "published", "abandoned"]
 UNFINISHED: frozenset[str] = frozenset({"planned", "uploaded", "created"})
-METADATA_KEY = "batchpipe_dispatch_id"
 
 
 class LedgerEntry(BaseModel):
@@ -76,6 +76,7 @@ class LedgerEntry(BaseModel):
 
     dispatch_id: str
     state: State
+    provider: str = "openai"
     endpoint: str
     model: str
     request_count: int
@@ -322,27 +323,3 @@ class Ledger:
             await consumer.stop()
         self.state = state
         return state
-
-
-async def find_batches(
-    client: AsyncOpenAI, dispatch_ids: Iterable[str], *, not_before: float | None = None
-) -> dict[str, Any]:
-    """Map dispatch_id -> OpenAI batch, by the listing's ``metadata.batchpipe_dispatch_id``.
-
-    The listing is newest first; it stops when every id is found or the batches get older than
-    ``not_before`` (minus a margin for clock skew)."""
-    wanted = set(dispatch_ids)
-    found: dict[str, Any] = {}
-    if not wanted:
-        return found
-    floor = None if not_before is None else not_before - 3600
-    async for batch in client.batches.list(limit=100):
-        metadata: Mapping[str, str] = batch.metadata or {}
-        dispatch_id = metadata.get(METADATA_KEY)
-        if dispatch_id in wanted and dispatch_id not in found:
-            found[dispatch_id] = batch
-            if len(found) == len(wanted):
-                break
-        if floor is not None and batch.created_at < floor:
-            break
-    return found

@@ -12,16 +12,15 @@ step neither loses a request nor submits one twice.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-from openai import AsyncOpenAI
 
 from batchpipe.services.dispatcher.dispatch import DispatchSteps
 from batchpipe.services.dispatcher.kafka_writes import KafkaWrites
-from batchpipe.services.dispatcher.ledger import LedgerState, find_batches
+from batchpipe.services.dispatcher.ledger import LedgerEntry, LedgerState
 from batchpipe.services.dispatcher.metrics import Metrics
 from batchpipe.services.dispatcher.records import TP
 from batchpipe.shared.logs import get_logger
+from batchpipe.shared.providers.base import Submission
+from batchpipe.shared.providers.registry import Providers
 
 log = get_logger(__name__)
 
@@ -30,7 +29,7 @@ async def reconcile(
     state: LedgerState,
     tps: Iterable[TP],
     *,
-    client: AsyncOpenAI,
+    providers: Providers,
     steps: DispatchSteps,
     writes: KafkaWrites,
     metrics: Metrics,
@@ -41,23 +40,28 @@ async def reconcile(
     outcome: dict[str, str] = {}
     if not pending:
         return outcome
-    found: dict[str, Any] = await find_batches(
-        client,
-        [e.dispatch_id for e in pending],
-        not_before=min(e.planned_at for e in pending),
-    )
+    by_provider: dict[str, list[LedgerEntry]] = {}
+    for entry in pending:
+        by_provider.setdefault(entry.provider, []).append(entry)
+    found: dict[str, Submission] = {}
+    for name, entries in sorted(by_provider.items()):
+        found |= await providers.get(name).find(
+            [e.dispatch_id for e in entries], not_before=min(e.planned_at for e in entries)
+        )
     for entry in pending:
         batch = found.get(entry.dispatch_id)
         if batch is None and entry.batch_id is not None:
-            batch = await client.batches.retrieve(entry.batch_id)
+            batch = await providers.get(entry.provider).find_by_id(entry.batch_id)
         if batch is None:
             await steps.abandon(entry)
             outcome[entry.dispatch_id] = "abandoned"
         else:
             created = entry.with_state(
-                "created", batch_id=batch.id, file_id=entry.file_id or batch.input_file_id
+                "created",
+                batch_id=batch.batch_id,
+                file_id=entry.file_id or batch.input_file_id,
             )
-            await writes.batch_record(created, submitted_at=int(batch.created_at))
+            await writes.batch_record(created, submitted_at=batch.created_at)
             await writes.ledger_entry(created.with_state("published"))
             outcome[entry.dispatch_id] = "republished"
         metrics.reconciled.labels(outcome[entry.dispatch_id]).inc()
@@ -66,6 +70,7 @@ async def reconcile(
             dispatch_id=entry.dispatch_id,
             state=entry.state,
             outcome=outcome[entry.dispatch_id],
-            batch_id=getattr(batch, "id", None),
+            provider=entry.provider,
+            batch_id=batch.batch_id if batch else None,
         )
     return outcome

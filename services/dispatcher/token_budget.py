@@ -9,10 +9,11 @@ dispatcher avoids that instead of suffering it:
   rule of thumb for English text; the JSON around the prompts makes it an over-estimate, the
   safe side);
 - windows are cut at the budget's size (``max_window_bytes``), so one window always fits;
-- each batch carries its estimate in ``metadata.batchpipe_est_tokens``;
-- before uploading a window, ``enqueued_tokens`` adds up the estimates of this model's
-  batchpipe batches that have not ended, from ``GET /batches`` (newest first, down to the
-  batches older than ``HORIZON_SECONDS``): the listing is the truth every worker shares. The
+- each batch carries its estimate in its tags (OpenAI: ``metadata.batchpipe_est_tokens``);
+- before uploading a window, the model's provider adds up the estimates of this model's
+  batchpipe batches that have not ended (``BatchProvider.enqueued_tokens``; OpenAI: from
+  ``GET /batches``, newest first, down to the batches older than 26 h): what the provider
+  says is the truth every worker shares. The
   window waits, re-checking every ``BATCHPIPE_DISPATCHER_TOKEN_CHECK_SECONDS``, while it would
   not fit; consumption stops meanwhile (the submit queue is full), so memory stays bounded.
 
@@ -23,27 +24,17 @@ workers checking at the same moment may both submit: the budget is a guard, not 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Final
-
-import openai
-from openai import AsyncOpenAI
-from openai.types import Batch
 
 from batchpipe.services.dispatcher.backoff import Backoff
 from batchpipe.services.dispatcher.metrics import Metrics
 from batchpipe.shared.logs import get_logger
+from batchpipe.shared.providers.registry import Providers
 
 log = get_logger(__name__)
 
 BYTES_PER_TOKEN: Final = 4
-TOKENS_KEY: Final = "batchpipe_est_tokens"
-MODEL_KEY: Final = "batchpipe_model"
-# Statuses in which a batch's tokens count as enqueued.
-ENQUEUED: Final = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-# A "24h" batch ends within its completion window plus finalizing; older batches have ended.
-HORIZON_SECONDS: Final = 26 * 3600
 
 
 def estimate_tokens(nbytes: int) -> int:
@@ -56,36 +47,6 @@ def max_window_bytes(max_tokens: int) -> int:
     return max_tokens * BYTES_PER_TOKEN
 
 
-def model_tag(model: str) -> str:
-    """The model as stored in batch metadata (values are limited to 512 characters)."""
-    return model[:512]
-
-
-def tokens_of(batch: Batch, model: str) -> int:
-    """Estimated tokens ``batch`` holds enqueued for ``model`` (0 once it ended, for another
-    model, or for a batch batchpipe did not create)."""
-    if batch.status not in ENQUEUED:
-        return 0
-    metadata = batch.metadata or {}
-    if metadata.get(MODEL_KEY) != model_tag(model):
-        return 0
-    try:
-        return max(0, int(metadata.get(TOKENS_KEY, "0")))
-    except ValueError:
-        return 0
-
-
-async def enqueued_tokens(client: AsyncOpenAI, model: str, now: float | None = None) -> int:
-    """Estimated tokens enqueued for ``model`` in batchpipe's batches that have not ended."""
-    oldest = (time.time() if now is None else now) - HORIZON_SECONDS
-    total = 0
-    async for batch in client.batches.list(limit=100):
-        if batch.created_at < oldest:
-            break
-        total += tokens_of(batch, model)
-    return total
-
-
 class TokenBudget:
     """One worker's side of the budget: waits a window until it fits, and counts the windows
     that passed the check but whose batch is not created yet (so not in the listing), which
@@ -93,14 +54,14 @@ class TokenBudget:
 
     def __init__(
         self,
-        client: AsyncOpenAI,
+        providers: Providers,
         *,
         budget: int | None,
         check_seconds: float,
         metrics: Metrics,
         backoff: Backoff,
     ) -> None:
-        self.client = client
+        self.providers = providers
         self.budget = budget
         self.check_seconds = check_seconds
         self.metrics = metrics
@@ -121,6 +82,8 @@ class TokenBudget:
         if budget is None or dispatch_id in self._held:
             return True
         needed = estimate_tokens(input_bytes)
+        provider = self.providers.for_model(model)
+        transient = provider.retryable
         enqueued: int | None
         waiting = False
         attempt = 0
@@ -131,8 +94,8 @@ class TokenBudget:
                     # twice (safe), never missed
                     held = self._pending.get(model, 0)
                     try:
-                        enqueued = held + await enqueued_tokens(self.client, model)
-                    except (openai.APIError, OSError) as exc:
+                        enqueued = held + await provider.enqueued_tokens(model)
+                    except transient as exc:
                         log.warning("dispatch.token_budget_check_failed", error=repr(exc))
                         enqueued = None
                     fits = enqueued is not None and enqueued + needed <= budget

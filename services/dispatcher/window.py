@@ -3,9 +3,12 @@
 Pure and synchronous (no Kafka, no I/O): the intake feeds it lines, the timer asks it for due
 windows, and it hands back ``Window`` objects that are ready to submit. A window is cut when
 
-- it holds ``max_requests`` lines (OpenAI allows at most 50,000),
+- it holds ``max_requests`` lines,
 - adding the next line would make its JSONL exceed ``max_bytes`` (the window is cut *first*,
   the line opens the next window), counting the exact bytes of each line plus its ``\\n``,
+
+(both per group: ``limits(model)`` gives a group's own, e.g. its provider's, never above the
+settings' ``max_requests`` / ``max_bytes``),
 - ``max_wait`` seconds have passed since its first request (``due()``, by the injectable clock).
 
 A line whose ``custom_id`` is already in the open window of its group is a duplicate: it is
@@ -91,11 +94,14 @@ class Windows:
         max_wait: float,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
+        limits: Callable[[str], tuple[int, int]] | None = None,
     ) -> None:
         if max_requests < 1 or max_bytes < 1 or max_wait <= 0:
             raise ValueError("window limits must be positive")
         self.max_requests = max_requests
         self.max_bytes = max_bytes
+        self._limits = limits
+        self._group_limits: dict[str, tuple[int, int]] = {}
         self.max_wait = max_wait
         self._clock = clock
         self._wall = wall_clock
@@ -104,6 +110,17 @@ class Windows:
 
     def __len__(self) -> int:
         return sum(w.count for w in self._open.values())
+
+    def limits_of(self, model: str) -> tuple[int, int]:
+        """``(max_requests, max_bytes)`` of ``model``'s windows (cached per model)."""
+        found = self._group_limits.get(model)
+        if found is None:
+            requests, nbytes = self.max_requests, self.max_bytes
+            if self._limits is not None:
+                own_requests, own_bytes = self._limits(model)
+                requests, nbytes = min(requests, own_requests), min(nbytes, own_bytes)
+            found = self._group_limits[model] = (requests, nbytes)
+        return found
 
     @property
     def open_windows(self) -> list[Window]:
@@ -121,8 +138,9 @@ class Windows:
         """Add one request's line: the windows this cut (0, 1 or 2; usually an empty tuple,
         no object built), or None for a duplicate (dropped and counted)."""
         size = len(line) + 1
-        if size > self.max_bytes:
-            raise ValueError(f"line of {size} bytes exceeds max_bytes={self.max_bytes}")
+        max_requests, max_bytes = self.limits_of(model)
+        if size > max_bytes:
+            raise ValueError(f"line of {size} bytes exceeds max_bytes={max_bytes}")
         key = (endpoint, model)
         window = self._open.get(key)
         cut: Sequence[Window] = ()
@@ -130,7 +148,7 @@ class Windows:
             if custom_id in window.custom_ids:
                 self.duplicates += 1
                 return None
-            if window.nbytes + size > self.max_bytes:
+            if window.nbytes + size > max_bytes:
                 cut = [self._cut(key, "bytes")]
                 window = None
         if window is None:
@@ -148,7 +166,7 @@ class Windows:
         if attempt > 0:
             window.attempts[custom_id] = attempt
         window.nbytes += size
-        if len(lines) >= self.max_requests:
+        if len(lines) >= max_requests:
             cut = [*cut, self._cut(key, "count")]
         return cut
 
@@ -168,8 +186,9 @@ class Windows:
         in order."""
         duplicates: list[tuple[int, str]] = []
         cuts: list[Window] = []
-        max_bytes, max_requests, open_ = self.max_bytes, self.max_requests, self._open
+        open_ = self._open
         key: GroupKey = ("", "")
+        max_requests, max_bytes = self.max_requests, self.max_bytes
         window: Window | None = None
         tp = (topic, partition)
         for i, item in enumerate(lines):
@@ -177,11 +196,12 @@ class Windows:
                 continue
             custom_id, endpoint, model, line = item
             size = len(line) + 1
-            if size > max_bytes:
-                raise ValueError(f"line of {size} bytes exceeds max_bytes={max_bytes}")
             if window is None or model != key[1] or endpoint != key[0]:
                 key = (endpoint, model)
                 window = open_.get(key)
+                max_requests, max_bytes = self.limits_of(model)
+            if size > max_bytes:
+                raise ValueError(f"line of {size} bytes exceeds max_bytes={max_bytes}")
             if window is not None:
                 if custom_id in window.custom_ids:
                     self.duplicates += 1

@@ -20,7 +20,7 @@ from batchpipe.services.dispatcher.ledger import Ledger
 from batchpipe.services.dispatcher.metrics import Metrics
 from batchpipe.shared.kafka import ensure_topics, make_producer
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.openai_client import make_openai, make_openai_sync
+from batchpipe.shared.providers.registry import make_providers
 from batchpipe.shared.settings import Settings
 
 log = get_logger(__name__)
@@ -70,8 +70,7 @@ class Worker:
             settings,
             producer=producer,
             ledger=ledger,
-            client=make_openai(settings),
-            upload_client=make_openai_sync(settings),
+            providers=make_providers(settings),
             commit=commit,
             metrics=self.metrics,
         )
@@ -119,7 +118,5 @@ class Worker:
             return
         await dispatcher.ledger.stop()
         await dispatcher.producer.stop()
-        await dispatcher.client.close()
-        if dispatcher.submitter.upload_client is not None:
-            dispatcher.submitter.upload_client.close()
+        await dispatcher.providers.close()
         log.info("dispatcher.stopped", engine=self.engine)

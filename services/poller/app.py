@@ -22,19 +22,18 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 from fastapi import FastAPI, Response
-from openai import AsyncOpenAI
 
-from batchpipe.services.poller.classify import BatchOutcome
 from batchpipe.services.poller.poll import Follower, Tracked
 from batchpipe.services.poller.publisher import CrashAfter, PartitionPublisher, group_id
-from batchpipe.services.poller.results import emissions, openai_line_opener
+from batchpipe.services.poller.results import emissions
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
 from batchpipe.shared.kafka import ensure_topics, make_consumer, topic_exists
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.openai_client import make_openai
 from batchpipe.shared.ops_http import json_response, ops_router
+from batchpipe.shared.providers.base import BatchOutcome
+from batchpipe.shared.providers.registry import Providers, make_providers
 from batchpipe.shared.settings import Settings
 from batchpipe.shared.topics import poller_state_spec
 
@@ -57,15 +56,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Poller:
     """One poller instance (start with ``run()``; stop by setting ``stopping``)."""
 
-    def __init__(self, settings: Settings, client: AsyncOpenAI | None = None) -> None:
+    def __init__(self, settings: Settings, providers: Providers | None = None) -> None:
         self.settings = settings
-        self.client = client or make_openai(settings)
+        self.providers = providers or make_providers(settings)
         self.publishers: dict[int, PartitionPublisher] = {}
         self.crash = CrashAfter(settings.poller_crash_after_results)
         schedule = PollSchedule(settings.poll_interval_seconds)
         bucket = TokenBucket(settings.poll_max_rps)
         self.follower = Follower(
-            self.client,
+            self.providers,
             RetrievePacer(schedule, bucket),
             self._finished,
             concurrency=settings.poller_retrieve_concurrency,
@@ -159,7 +158,7 @@ class Poller:
         stream = emissions(
             record,
             outcome,
-            openai_line_opener(self.client),
+            self.providers.get(record.provider),
             max_attempts=self.settings.max_attempts,
             now=now_unix(),
         )
@@ -225,7 +224,7 @@ class Poller:
             await consumer.stop()
             for partition in list(self.publishers):
                 await self.publishers.pop(partition).stop()
-            await self.client.close()
+            await self.providers.close()
             log.info("poller.stopped")
 
     async def _partition_count(self, topic: str) -> int:

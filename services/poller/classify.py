@@ -1,9 +1,12 @@
 """Turn one request's outcome in a finished batch into its terminal result or a retry.
 
-Pure: no I/O. Inputs are a line of the batch's output or error file (or the fact that the
-request appears in neither), the ``BatchRecord`` and what ``batches.retrieve`` said about the
-batch (``BatchOutcome``). The decision is either a ``ResultMessage`` (terminal) or a ``Retry``
-(re-publish the original request line to ``requests`` with ``batchpipe-attempt`` + 1).
+Pure: no I/O, and the same for every provider. Inputs are one result line in the common shape
+the provider layer gives (``shared/providers/base.py``: ``{"custom_id", "response":
+{"status_code", "body"}}`` or ``{"custom_id", "error": {"code", "message"}}``), or the fact
+that the request appears in no result line, the ``BatchRecord`` and what the provider said
+about the batch (``BatchOutcome``). The decision is either a ``ResultMessage`` (terminal) or
+a ``Retry`` (re-publish the original request line to ``requests`` with ``batchpipe-attempt``
++ 1).
 
 Rules:
 
@@ -12,7 +15,7 @@ Rules:
   ``token_limit_exceeded`` (and a request missing from a ``completed`` batch's files) → a
   ``Retry`` while ``attempts < MAX_ATTEMPTS``, else a terminal ``failed`` (``expired`` for
   ``batch_expired``) carrying the last error;
-- permanent: other 4xx, validation errors → ``failed`` with OpenAI's error;
+- permanent: other 4xx, validation errors → ``failed`` with the provider's error;
 - a request that did not finish in a ``cancelled`` batch → ``cancelled``.
 
 In a batch that ``failed`` validation with errors naming input lines, the named lines fail
@@ -22,9 +25,9 @@ with the batch's first error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any
 
 from batchpipe.shared.contracts import (
     BatchRecord,
@@ -32,29 +35,10 @@ from batchpipe.shared.contracts import (
     ResultMessage,
     ResultResponse,
     ResultStatus,
+    ResultUsage,
 )
-
-TERMINAL_BATCH_STATUSES: Final = frozenset({"completed", "failed", "expired", "cancelled"})
-
-BatchStatus = Literal["completed", "failed", "expired", "cancelled"]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchErrorInfo:
-    code: str
-    message: str
-    line: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    """What ``batches.retrieve`` said about a batch that reached a terminal status."""
-
-    status: BatchStatus
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    errors: tuple[BatchErrorInfo, ...] = ()
-    finished_at: int | None = None  # completed_at / failed_at / expired_at / cancelled_at
+from batchpipe.shared.providers.base import BatchErrorInfo, BatchOutcome
+from batchpipe.shared.usage import normalize_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +58,8 @@ def _is_retryable_http(status_code: int) -> bool:
 
 
 def error_of_body(status_code: int, body: Any) -> ResultError:
-    """OpenAI's error object from a non-2xx response body (``{"error": {...}}``)."""
+    """The error object of a non-2xx response body (``{"error": {...}}``: OpenAI and
+    Anthropic both nest it there, with a ``code`` or a ``type``)."""
     error = body.get("error") if isinstance(body, Mapping) else None
     if isinstance(error, Mapping):
         code = error.get("code") or error.get("type") or f"http_{status_code}"
@@ -107,17 +92,19 @@ class Classifier:
         *,
         response: ResultResponse | None = None,
         error: ResultError | None = None,
-        usage: dict[str, Any] | None = None,
+        usage: Any = None,
     ) -> ResultMessage:
+        normalized = normalize_usage(usage)
         return ResultMessage(
             custom_id=custom_id,
             status=status,
             batch_id=self.batch.batch_id,
+            provider=self.batch.provider,
             response=response,
             error=error,
             attempts=self.batch.attempt_of(custom_id) + 1,
             model=self.batch.model,
-            usage=usage,
+            usage=ResultUsage(**normalized) if normalized else None,
             submitted_at=self.batch.submitted_at,
             completed_at=self.completed_at,
         )
@@ -144,11 +131,12 @@ class Classifier:
             "custom_id": custom_id,
             "status": "succeeded",
             "batch_id": self.batch.batch_id,
+            "provider": self.batch.provider,
             "response": {"status_code": status_code, "body": body},
             "error": None,
             "attempts": self.batch.attempts.get(custom_id, 0) + 1,
             "model": self.batch.model,
-            "usage": usage if isinstance(usage, dict) else None,
+            "usage": normalize_usage(usage),
             "submitted_at": self.batch.submitted_at,
             "completed_at": self.completed_at,
         }
@@ -164,12 +152,7 @@ class Classifier:
             result_response = ResultResponse(status_code=status_code, body=body_dict)
             if 200 <= status_code < 300:
                 usage = body_dict.get("usage") if body_dict else None
-                return self._result(
-                    custom_id,
-                    "succeeded",
-                    response=result_response,
-                    usage=dict(usage) if isinstance(usage, Mapping) else None,
-                )
+                return self._result(custom_id, "succeeded", response=result_response, usage=usage)
             error = error_of_body(status_code, body_dict)
             if _is_retryable_http(status_code):
                 return self._retry_or(custom_id, error, response=result_response)
@@ -230,33 +213,3 @@ class Classifier:
             message=first.message if first else "The batch failed.",
         )
         return self._result(custom_id, "failed", error=error)
-
-
-def outcome_of(batch: Any) -> BatchOutcome | None:
-    """A ``BatchOutcome`` from an SDK ``Batch``, or None while it is not finished yet."""
-    status = getattr(batch, "status", None)
-    if status not in TERMINAL_BATCH_STATUSES:
-        return None
-    errors: list[BatchErrorInfo] = []
-    data: Sequence[Any] = getattr(getattr(batch, "errors", None), "data", None) or ()
-    for e in data:
-        errors.append(
-            BatchErrorInfo(
-                code=str(getattr(e, "code", None) or "batch_failed"),
-                message=str(getattr(e, "message", None) or ""),
-                line=getattr(e, "line", None),
-            )
-        )
-    finished_at = {
-        "completed": getattr(batch, "completed_at", None),
-        "failed": getattr(batch, "failed_at", None),
-        "expired": getattr(batch, "expired_at", None),
-        "cancelled": getattr(batch, "cancelled_at", None),
-    }[status]
-    return BatchOutcome(
-        status=status,
-        output_file_id=getattr(batch, "output_file_id", None),
-        error_file_id=getattr(batch, "error_file_id", None),
-        errors=tuple(errors),
-        finished_at=int(finished_at) if finished_at else None,
-    )

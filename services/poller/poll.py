@@ -1,13 +1,15 @@
-"""Follow every in-flight batch with ``batches.retrieve`` until it reaches a terminal status.
+"""Follow every in-flight batch with its provider's ``retrieve`` until it reaches a terminal
+status.
 
 One loop asks the ``RetrievePacer`` (schedule.py) which batch is due and whether the global
 ``POLL_MAX_RPS`` budget allows a call, and runs at most ``POLLER_RETRIEVE_CONCURRENCY``
-retrieves at once. A failed retrieve (``openai.APIError``: connection errors, timeouts,
-429/5xx left after the SDK's own retries; or ``OSError``/``TimeoutError``) only reschedules the
-batch, so an API outage never drops one; any other exception from a retrieve does the same and
-is logged as an error, so a surprise in a response delays a batch instead of orphaning it. A
-batch that reached a terminal status is handed to ``on_finished``; if that fails (Kafka down,
-file download error) the batch is retried after a short backoff.
+retrieves at once, each through the provider its record names. A failed retrieve (the
+provider's ``retryable`` errors: connection errors, timeouts, 429/5xx left after the SDK's own
+retries) only reschedules the batch, so an API outage never drops one; any other exception
+from a retrieve does the same and is logged as an error, so a surprise in a response delays a
+batch instead of orphaning it. A batch that reached a terminal status is handed to
+``on_finished``; if that fails (Kafka down, file download error) the batch is retried after
+a short backoff.
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import openai
-from openai import AsyncOpenAI
-
-from batchpipe.services.poller.classify import BatchOutcome, outcome_of
 from batchpipe.services.poller.schedule import RetrievePacer
 from batchpipe.shared.contracts import BatchRecord
 from batchpipe.shared.logs import get_logger
+from batchpipe.shared.providers.base import BatchOutcome
+from batchpipe.shared.providers.registry import Providers
 
 log = get_logger(__name__)
 
@@ -35,7 +35,7 @@ ERROR_BACKOFF_SECONDS = 2.0
 
 @dataclass
 class Tracked:
-    """A batch being followed: where it came from and what OpenAI last said about it."""
+    """A batch being followed: where it came from and what its provider last said about it."""
 
     record: BatchRecord
     partition: int
@@ -57,14 +57,14 @@ class Follower:
 
     def __init__(
         self,
-        client: AsyncOpenAI,
+        providers: Providers,
         pacer: RetrievePacer,
         on_finished: FinishedHandler,
         *,
         concurrency: int,
         on_retrieve: Callable[[str], None] | None = None,
     ) -> None:
-        self.client = client
+        self.providers = providers
         self.pacer = pacer
         self.on_finished = on_finished
         self.on_retrieve = on_retrieve or (lambda outcome: None)
@@ -137,23 +137,21 @@ class Follower:
                 return
             tracked.retrieves += 1
             try:
-                batch = await self.client.batches.retrieve(batch_id)
-            except (openai.APIError, OSError, TimeoutError) as exc:
-                self._retrieve_failed(tracked, exc, log.warning)
-                return
+                provider = self.providers.get(tracked.record.provider)
+                transient = provider.retryable
+                try:
+                    progress = await provider.retrieve(batch_id)
+                except transient as exc:
+                    self._retrieve_failed(tracked, exc, log.warning)
+                    return
             except Exception as exc:  # not the API's answer: a bug or a response nobody foresaw
                 self._retrieve_failed(tracked, exc, log.error)
                 return
             self.on_retrieve("ok")
-            tracked.status = str(batch.status)
-            counts = batch.request_counts
-            if counts is not None:
-                tracked.request_counts = {
-                    "total": counts.total,
-                    "completed": counts.completed,
-                    "failed": counts.failed,
-                }
-            outcome = outcome_of(batch)
+            tracked.status = progress.status
+            if progress.counts:
+                tracked.request_counts = dict(progress.counts)
+            outcome = progress.outcome
             if outcome is None:
                 self._again(batch_id)
                 return

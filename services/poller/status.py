@@ -1,10 +1,11 @@
 """What the poller is doing: ``GET /status`` JSON and its Prometheus metrics.
 
-``status_snapshot`` lists each in-flight batch (model, request counts, OpenAI status, age) and
+``status_snapshot`` lists each in-flight batch (provider, model, request counts, the
+provider's status, age) and
 totals; ``PollerMetrics`` holds the per-service registry: batches by status (a gauge of the
 followed batches plus a counter of finished ones), results by status, retries, input/output
 tokens by model (from each result's ``usage``), ``batches.retrieve`` calls by outcome and the
-time from a batch finishing at OpenAI to its last result being committed.
+time from a batch finishing at its provider to its last result being committed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _FollowedBatches(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         gauge = GaugeMetricFamily(
             "poller_batches_in_flight",
-            "Batches being followed, by their last known OpenAI status.",
+            "Batches being followed, by their provider's last known status.",
             labels=["status"],
         )
         tally = TallyCounter(t.status for t in self._tracked())
@@ -47,7 +48,7 @@ class PollerMetrics:
         self.registry.register(_FollowedBatches(tracked))
         self.batches_finished = Counter(
             "poller_batches_finished",
-            "Batches whose results were all published, by final OpenAI status.",
+            "Batches whose results were all published, by final status.",
             ["status"],
             registry=reg,
         )
@@ -64,11 +65,11 @@ class PollerMetrics:
             registry=reg,
         )
         self.retrieves = Counter(
-            "poller_retrieves", "batches.retrieve calls, by outcome.", ["outcome"], registry=reg
+            "poller_retrieves", "Batch retrieve calls, by outcome.", ["outcome"], registry=reg
         )
         self.publish_lag = Histogram(
             "poller_results_lag_seconds",
-            "Time from a batch finishing at OpenAI to its last result committed.",
+            "Time from a batch finishing at its provider to its last result committed.",
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
             registry=reg,
         )
@@ -109,6 +110,7 @@ def status_snapshot(
         batches.append(
             {
                 "batch_id": batch_id,
+                "provider": t.record.provider,
                 "model": t.record.model,
                 "endpoint": t.record.endpoint,
                 "status": t.status,

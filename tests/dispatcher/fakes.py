@@ -17,6 +17,8 @@ import orjson
 
 from batchpipe.services.dispatcher.dispatcher import Dispatcher
 from batchpipe.services.dispatcher.ledger import LedgerEntry, LedgerState, State, coverage_of
+from batchpipe.shared.providers.openai import OpenAIProvider
+from batchpipe.shared.providers.registry import Providers
 from batchpipe.shared.settings import Settings
 
 
@@ -143,7 +145,7 @@ class FakeBatches:
         if outcome == "429":
             self.created -= 1
             raise status_error(429, {})
-        return SimpleNamespace(id=f"batch-{self.calls}", **kwargs)
+        return SimpleNamespace(id=f"batch-{self.calls}", created_at=1_700_000_000, **kwargs)
 
     def list(self, **_: Any) -> Any:
         async def gen() -> Any:
@@ -163,6 +165,18 @@ class FakeClient:
 
     def with_options(self, **_: Any) -> FakeClient:
         return self
+
+    async def close(self) -> None:
+        pass
+
+
+def fake_provider(client: FakeClient) -> OpenAIProvider:
+    """The OpenAI provider over a fake client (uploads through the async client)."""
+    return OpenAIProvider(cast(Any, client))
+
+
+def fake_providers(client: FakeClient) -> Providers:
+    return Providers.single(fake_provider(client))
 
 
 def make_dispatcher(
@@ -193,7 +207,7 @@ def make_dispatcher(
         Settings(**(values | settings)),
         producer=cast(Any, producer),
         ledger=cast(Any, ledger),
-        client=cast(Any, client),
+        providers=fake_providers(client),
         commit=commit,
         queue_size=queue_size,
         retry_base_delay=0.001,

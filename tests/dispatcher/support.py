@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from batchpipe.devtools.local_kafka import free_port
 from batchpipe.shared.contracts import BatchRecord, attempt_headers, decode, key_bytes
-from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.providers.openai import make_openai
 from batchpipe.shared.settings import Settings, settings_env
 
 BATCHPIPE = str(Path(sys.executable).with_name("batchpipe"))
@@ -138,6 +138,7 @@ async def custom_ids_of(settings: Settings, records: Iterable[BatchRecord]) -> l
     ids: list[str] = []
     try:
         for record in {r.batch_id: r for r in records}.values():
+            assert record.input_file_id is not None
             content = await client.files.content(record.input_file_id)
             for line in content.content.splitlines():
                 if line.strip():

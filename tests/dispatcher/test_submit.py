@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from openai import OpenAI
 
 from batchpipe.services.dispatcher.jsonl import write_jsonl
-from batchpipe.services.dispatcher.submit import (
-    UPLOAD_CHUNK,
-    Aborted,
-    Submitter,
-    _LargeReads,
-    _upload,
-    backoff,
-    retry_after,
+from batchpipe.services.dispatcher.submit import Aborted, Submitter, backoff, retry_after
+from batchpipe.shared.providers.base import CreateRequest, Submission
+from batchpipe.shared.providers.files_api import UPLOAD_CHUNK, _LargeReads, _upload
+from tests.dispatcher.fakes import (
+    FakeBatches,
+    FakeClient,
+    FakeFiles,
+    fake_provider,
+    status_error,
 )
-from tests.dispatcher.fakes import FakeBatches, FakeClient, FakeFiles, status_error
+
+REQUEST = CreateRequest(
+    dispatch_id="d",
+    endpoint="/v1/embeddings",
+    model="e",
+    path=None,
+    staged="f",
+    request_count=1,
+    tags={},
+)
 
 
 def test_retry_after_headers() -> None:
@@ -41,35 +50,33 @@ async def no_sleep(_: float) -> None:
 async def test_upload_retries_until_it_succeeds(tmp_path: Path) -> None:
     path = write_jsonl([b"{}"], tmp_path)
     files = FakeFiles(failures=5)
-    s = Submitter(cast(Any, FakeClient(files)), sleep=no_sleep)
-    assert await s.upload(path) == "file-1"
+    s = Submitter(sleep=no_sleep)
+    assert await s.upload(fake_provider(FakeClient(files)), path) == "file-1"
     assert files.calls == 6
 
 
 async def test_upload_can_be_aborted(tmp_path: Path) -> None:
     path = write_jsonl([b"{}"], tmp_path)
-    s = Submitter(cast(Any, FakeClient(FakeFiles(10))), sleep=no_sleep)
+    s = Submitter(sleep=no_sleep)
     with pytest.raises(Aborted):
-        await s.upload(path, abort=lambda: True)
+        await s.upload(fake_provider(FakeClient(FakeFiles(10))), path, abort=lambda: True)
 
 
 async def test_create_is_not_repeated_when_lookup_finds_the_batch() -> None:
     batches = FakeBatches(outcomes=["lost", "ok"])
-    s = Submitter(cast(Any, FakeClient(batches=batches)), sleep=no_sleep)
-    found = SimpleNamespace(id="batch-from-listing")
+    s = Submitter(sleep=no_sleep)
+    found = Submission(batch_id="batch-from-listing", input_file_id="f", created_at=1)
 
     async def lookup() -> Any:
         return found
 
-    batch: object = await s.create(
-        file_id="f", endpoint="/v1/embeddings", metadata={}, lookup=lookup
-    )
+    batch = await s.create(fake_provider(FakeClient(batches=batches)), REQUEST, lookup=lookup)
     assert batch is found and batches.calls == 1
 
 
 async def test_create_retried_when_lookup_finds_nothing_and_never_aborted_after_trying() -> None:
     batches = FakeBatches(outcomes=["429", "lost", "ok"])
-    s = Submitter(cast(Any, FakeClient(batches=batches)), sleep=no_sleep)
+    s = Submitter(sleep=no_sleep)
     lookups = 0
 
     async def lookup() -> Any:
@@ -87,14 +94,13 @@ async def test_create_retried_when_lookup_finds_nothing_and_never_aborted_after_
         aborting = True  # revocation arrives right after the first attempt
 
     batch = await s.create(
-        file_id="f",
-        endpoint="/v1/embeddings",
-        metadata={},
+        fake_provider(FakeClient(batches=batches)),
+        REQUEST,
         lookup=lookup,
         abort=abort,
         on_attempt=attempt,
     )
-    assert batch.id == "batch-3" and lookups == 2
+    assert batch.batch_id == "batch-3" and lookups == 2
 
 
 def test_the_threaded_upload_sends_the_whole_file_in_large_reads(
@@ -108,6 +114,6 @@ def test_the_threaded_upload_sends_the_whole_file_in_large_reads(
     with _LargeReads(path) as f:
         assert len(f.read(64 * 1024)) == UPLOAD_CHUNK
     client = OpenAI(base_url=str(emulator), api_key="sk-test")
-    file_id = _upload(client, path)
+    file_id = _upload(client, path, {})
     assert client.files.retrieve(file_id).bytes == path.stat().st_size
     assert client.files.content(file_id).read() == path.read_bytes()

@@ -19,12 +19,11 @@ from openai import AsyncOpenAI, OpenAI
 
 from batchpipe.services.dispatcher.dispatcher import Dispatcher
 from batchpipe.services.dispatcher.jsonl import write_jsonl
-from batchpipe.services.dispatcher.token_budget import (
-    estimate_tokens,
-    max_window_bytes,
-    tokens_of,
-)
+from batchpipe.services.dispatcher.token_budget import estimate_tokens, max_window_bytes
 from batchpipe.services.dispatcher.window import Window
+from batchpipe.shared.providers.files_api import tokens_of
+from batchpipe.shared.providers.openai import OpenAIProvider
+from batchpipe.shared.providers.registry import Providers
 from batchpipe.shared.settings import Settings
 from tests.dispatcher.fakes import FakeLedger, FakeProducer
 
@@ -103,13 +102,23 @@ def make_dispatcher(
         settings,
         producer=FakeProducer(),
         ledger=FakeLedger(),  # type: ignore[arg-type]
-        client=AsyncOpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
-        upload_client=OpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
+        providers=Providers.single(
+            OpenAIProvider(
+                AsyncOpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
+                upload_client=OpenAI(api_key=emulator.api_key, base_url=emulator.base_url),
+            )
+        ),
         commit=commit,
         queue_size=queue_size,
         retry_base_delay=0.01,
         retry_max_delay=0.1,
     )
+
+
+def openai_client(d: Dispatcher) -> AsyncOpenAI:
+    provider = d.providers.get("openai")
+    assert isinstance(provider, OpenAIProvider)
+    return provider.client
 
 
 async def budgeted_with_one_batch(
@@ -150,7 +159,7 @@ async def test_dispatcher_waits_for_the_budget_instead_of_failing(
     emulator, d, first = await budgeted_with_one_batch(emulator_factory, tmp_path, 1.5)
     second = await d.dispatch(window(LINES))  # waits until the first batch has ended
     assert second is not None
-    client = d.client
+    client = openai_client(d)
     assert (await client.batches.retrieve(first)).status == "completed"
     assert (await wait_ended(client, second)).status == "completed"
     batch = await client.batches.retrieve(second)
@@ -178,14 +187,14 @@ async def test_concurrent_dispatches_share_the_budget(
         await wait_until_sent(d, 2, timeout=30)
     finally:
         submitter.cancel()
-    batches = [b async for b in d.client.batches.list()]
+    batches = [b async for b in openai_client(d).batches.list()]
     assert len(batches) == 2
-    ended = [await wait_ended(d.client, b.id) for b in batches]
+    ended = [await wait_ended(openai_client(d), b.id) for b in batches]
     assert [b.status for b in ended] == ["completed", "completed"]
     newest, oldest = ended  # the listing is newest first
     assert oldest.completed_at is not None and newest.created_at >= oldest.completed_at
     assert d.metrics.registry.get_sample_value("dispatcher_token_budget_waits_total") == 1
-    await d.client.close()
+    await openai_client(d).close()
 
 
 async def wait_until_sent(d: Dispatcher, count: int, timeout: float) -> None:
@@ -206,11 +215,11 @@ async def test_waiting_for_the_budget_is_abandoned_on_revocation(
     assert await asyncio.wait_for(waiting, 5) is None
     ledger: FakeLedger = d.ledger  # type: ignore[assignment]
     assert ledger.writes[-1].state == "abandoned"
-    batches = [b async for b in d.client.batches.list()]
+    batches = [b async for b in openai_client(d).batches.list()]
     assert len(batches) == 1  # nothing uploaded or created for the abandoned window
-    files = [f async for f in d.client.files.list()]
+    files = [f async for f in openai_client(d).files.list()]
     assert len(files) == 1
-    await d.client.close()
+    await openai_client(d).close()
 
 
 def test_windows_are_cut_at_the_budget_and_estimates_count_only_live_batches(
@@ -221,7 +230,7 @@ def test_windows_are_cut_at_the_budget_and_estimates_count_only_live_batches(
         s,
         producer=FakeProducer(),
         ledger=FakeLedger(),  # type: ignore[arg-type]
-        client=SimpleNamespace(),  # type: ignore[arg-type]
+        providers=Providers.single(OpenAIProvider(cast(Any, SimpleNamespace()))),
         commit=lambda _: asyncio.sleep(0, True),
     )
     assert d.windows.max_bytes == max_window_bytes(1000) == 4000

@@ -299,3 +299,19 @@ def test_window_memory_is_close_to_its_jsonl_size() -> None:
         tracemalloc.stop()
     (window,) = windows.flush()
     assert 1.0 * window.nbytes < used < 1.6 * window.nbytes, (used, window.nbytes)
+
+
+def test_each_model_is_windowed_by_its_own_limits_never_above_the_settings() -> None:
+    """A model's provider limits cut its windows (``limits``), both in ``add`` and in
+    ``add_chunk``; the settings' limits stay the ceiling."""
+    own = {"small": (2, 10_000), "big": (50, 10_000), "tight": (50, 80)}
+    w, _ = make(max_requests=3, limits=lambda model: own[model])
+    cuts = [c for i in range(4) for c in add(w, f"s{i}", model="small", offset=i)]
+    assert [(c.count, c.cut_reason) for c in cuts] == [(2, "count"), (2, "count")]
+    cuts = [c for i in range(3) for c in add(w, f"b{i}", model="big", offset=10 + i)]
+    assert [(c.count, c.cut_reason) for c in cuts] == [(3, "count")]  # the settings' 3
+    assert w.limits_of("tight") == (3, 80)
+    rows = [(f"t{i}", "/v1/chat/completions", "tight", line(f"t{i}", 10)) for i in range(3)]
+    _dups, cuts = w.add_chunk("t", 1, [20, 21, 22], rows)
+    assert [(c.count, c.cut_reason) for c in cuts] == [(2, "bytes")]
+    assert len(line("t0", 10)) + 1 == 36  # two fit in 80 bytes, a third does not

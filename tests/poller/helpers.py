@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from batchpipe.shared.contracts import BatchRecord
+from batchpipe.shared.providers.files_api import FilesBatchesProvider
 
 
 def record(
@@ -85,19 +85,16 @@ def error_line(custom_id: str, code: str) -> dict[str, Any]:
     }
 
 
-def memory_opener(files: dict[str, list[dict[str, Any]]]) -> Any:
-    """A LineOpener over in-memory files (lists of JSON objects), counting opens."""
-    opened: list[str] = []
+class MemoryProvider(FilesBatchesProvider):
+    """The Files + Batches provider over in-memory files (lists of JSON objects), counting
+    which files it opens: the real parsing and ordering, no HTTP."""
 
-    @contextlib.asynccontextmanager
-    async def open_lines(file_id: str) -> AsyncIterator[AsyncIterator[str]]:
-        opened.append(file_id)
+    def __init__(self, files: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(cast(Any, None))
+        self.files = files
+        self.opened: list[str] = []
 
-        async def lines() -> AsyncIterator[str]:
-            for line in files[file_id]:
-                yield orjson.dumps(line).decode()
-
-        yield lines()
-
-    open_lines.opened = opened  # type: ignore[attr-defined]
-    return open_lines
+    async def _lines(self, file_id: str, *, blank: bool = False) -> AsyncIterator[str]:
+        self.opened.append(file_id)
+        for line in self.files[file_id]:
+            yield orjson.dumps(line).decode()

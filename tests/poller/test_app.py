@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from batchpipe.shared.contracts import attempt_from_headers
-from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.providers.openai import make_openai
 from tests.support import read_until
 
 from .harness import (
@@ -108,7 +108,7 @@ async def test_every_lifecycle_ending(
     for i in range(5):
         ok = results[f"ok-{i}"]
         assert ok.status == "succeeded" and ok.attempts == 1 and ok.model == "gpt-4o-mini"
-        assert ok.usage and ok.usage["total_tokens"] > 0
+        assert ok.usage and ok.usage.total_tokens > 0 and ok.provider == "openai"
         assert ok.batch_id == records["completed"].batch_id
         assert (
             ok.submitted_at == records["completed"].submitted_at

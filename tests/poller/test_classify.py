@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from batchpipe.services.poller.classify import BatchErrorInfo, BatchOutcome, Classifier, Retry
-from batchpipe.shared.contracts import ResultMessage
+from batchpipe.services.poller.classify import Classifier, Retry
+from batchpipe.shared.contracts import ResultMessage, ResultUsage
+from batchpipe.shared.providers.base import BatchErrorInfo, BatchOutcome
 
 from .helpers import error_line, http_error_line, ok_line, record
 
@@ -21,7 +22,8 @@ def test_2xx_succeeds_with_usage_and_bookkeeping() -> None:
     result = classifier().line(ok_line("a", 5, 7))
     assert isinstance(result, ResultMessage)
     assert result.status == "succeeded"
-    assert result.usage == {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    assert result.usage == ResultUsage(input_tokens=5, output_tokens=7, total_tokens=12)
+    assert result.provider == "openai"
     assert result.response is not None and result.response.status_code == 200
     assert (result.batch_id, result.model, result.attempts) == ("batch_1", "gpt-4o-mini", 1)
     assert (result.submitted_at, result.completed_at) == (1_700_000_000, 1_700_000_400)

@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.providers.openai import make_openai
 from batchpipe.shared.settings import settings_env
 
 from .harness import create_batch, lines_for, poller_settings, publish_batches

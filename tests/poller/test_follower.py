@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from batchpipe.services.poller.classify import BatchOutcome
 from batchpipe.services.poller.poll import Follower, Tracked
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
+from batchpipe.shared.providers.base import BatchOutcome
+from batchpipe.shared.providers.openai import OpenAIProvider
+from batchpipe.shared.providers.registry import Providers
 
 from .helpers import record
 
@@ -56,7 +58,7 @@ async def test_an_unexpected_retrieve_error_reschedules_instead_of_dropping(
     outcomes: list[str] = []
     pacer = RetrievePacer(PollSchedule(0.05, jitter=0.0), TokenBucket(100.0))
     follower = Follower(
-        SimpleNamespace(batches=batches),  # type: ignore[arg-type]
+        Providers.single(OpenAIProvider(cast(Any, SimpleNamespace(batches=batches)))),
         pacer,
         on_finished,
         concurrency=2,

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.providers.openai import make_openai
 from tests.support import read_until
 
 from .harness import (

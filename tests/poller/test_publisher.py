@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from batchpipe.services.poller.publisher import PartitionOffsets
-from batchpipe.shared.openai_client import make_openai
+from batchpipe.shared.providers.openai import make_openai
 from batchpipe.shared.settings import settings_env
 from tests.support import read_until
 

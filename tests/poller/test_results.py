@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import orjson
 
-from batchpipe.services.poller.classify import BatchOutcome
 from batchpipe.services.poller.results import Emission, emissions
 from batchpipe.shared.contracts import ATTEMPT_HEADER, ResultMessage, decode, encode
+from batchpipe.shared.providers.base import BatchOutcome
 
-from .helpers import error_line, http_error_line, memory_opener, ok_line, record, request_line
+from .helpers import MemoryProvider, error_line, http_error_line, ok_line, record, request_line
 
 
 async def collect(batch, outcome, files) -> tuple[list[Emission], list[str]]:  # type: ignore[no-untyped-def]
-    opener = memory_opener(files)
-    out = [e async for e in emissions(batch, outcome, opener, max_attempts=3, now=1)]
-    return out, opener.opened
+    provider = MemoryProvider(files)
+    out = [e async for e in emissions(batch, outcome, provider, max_attempts=3, now=1)]
+    return out, provider.opened
 
 
 async def test_completed_batch_reads_only_the_output_file() -> None:

@@ -1,0 +1,89 @@
+"""The providers batchpipe knows, and the set a service runs with.
+
+``PROVIDERS`` maps a provider's name to its class: adding a provider is a new module plus
+one line here. ``make_providers(settings)`` builds every provider the routes can send a model
+to, at start-up, so a model routed to a provider without credentials is a ``SettingsError``
+naming the missing variable before anything is consumed, never a silent drop later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+from batchpipe.shared.providers.azure import AzureOpenAIProvider
+from batchpipe.shared.providers.base import BatchProvider, Limits
+from batchpipe.shared.providers.openai import OpenAIProvider
+from batchpipe.shared.providers.routing import Routes
+from batchpipe.shared.settings import Settings, SettingsError
+
+PROVIDERS: Final[Mapping[str, type[OpenAIProvider] | type[AzureOpenAIProvider]]] = {
+    OpenAIProvider.name: OpenAIProvider,
+    AzureOpenAIProvider.name: AzureOpenAIProvider,
+}
+
+
+class UnknownProvider(LookupError):
+    """A batch names a provider this process was not configured with."""
+
+
+class Providers:
+    """The configured providers and the routes between them."""
+
+    def __init__(self, providers: Mapping[str, BatchProvider], routes: Routes) -> None:
+        self._providers = dict(providers)
+        self.routes = routes
+        missing = routes.names() - set(self._providers)
+        if missing:
+            raise SettingsError(f"routes name providers not given: {', '.join(sorted(missing))}")
+
+    @classmethod
+    def single(cls, provider: BatchProvider) -> Providers:
+        """Every model to one provider (tests, benchmarks)."""
+        return cls({provider.name: provider}, Routes(default=provider.name))
+
+    def __iter__(self) -> Iterator[BatchProvider]:
+        return iter(self._providers.values())
+
+    def get(self, name: str) -> BatchProvider:
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise UnknownProvider(
+                f"provider {name!r} is not configured here (configured: "
+                f"{', '.join(sorted(self._providers))})"
+            ) from None
+
+    def name_for(self, model: str) -> str:
+        return self.routes.provider_for(model)
+
+    def for_model(self, model: str) -> BatchProvider:
+        return self._providers[self.routes.provider_for(model)]
+
+    def limits_for(self, model: str) -> Limits:
+        return self.for_model(model).limits
+
+    async def close(self) -> None:
+        for provider in self._providers.values():
+            await provider.close()
+
+
+def make_providers(settings: Settings) -> Providers:
+    """Every provider the routes use, with its clients; ``SettingsError`` for an unknown
+    provider name or missing credentials."""
+    routes = Routes.from_settings(settings)
+    unknown = sorted(routes.names() - set(PROVIDERS))
+    if unknown:
+        raise SettingsError(
+            f"BATCHPIPE_PROVIDER_ROUTES / BATCHPIPE_DEFAULT_PROVIDER: unknown provider "
+            f"{', '.join(map(repr, unknown))} (known: {', '.join(PROVIDERS)})"
+        )
+    # (a client built before a later one fails has opened no connection yet: nothing to close)
+    built = {name: PROVIDERS[name].from_settings(settings) for name in sorted(routes.names())}
+    return Providers(built, routes)
+
+
+def check_providers(settings: Settings) -> None:
+    """Raise ``SettingsError`` now if ``make_providers`` would (a process's start-up check,
+    before it connects to anything; the clients built for the check open no connection)."""
+    make_providers(settings)
