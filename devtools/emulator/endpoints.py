@@ -1,6 +1,7 @@
 """The emulated endpoints: each Batch API endpoint's deterministic response body and usage.
 
-One handler per ``url`` of a batch input line (``HANDLERS``); an unknown url gets ``generic``.
+One handler per ``url`` of a batch input line (``HANDLERS``; OpenAI's with ``/v1``, Azure's
+without); an unknown url gets ``generic``.
 A handler is pure: the body it returns and the tokens it counts depend only on the request
 body, the ``LineContext`` (seed, batch sequence number, created time) and the custom_id, so the
 same input gives the same output. An invalid body raises ``BadRequestError`` (a 400 line).
@@ -333,10 +334,44 @@ def generic(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any
     return {"created": ctx.created, "data": [], "emulated": True}, Usage()
 
 
+AZURE_FILTER_CATEGORIES = ("hate", "self_harm", "sexual", "violence")
+
+
+def _filter_results(*detections: str) -> dict[str, Any]:
+    """Azure's content-filter annotations, every category passed (``safe``)."""
+    result: dict[str, Any] = {
+        c: {"filtered": False, "severity": "safe"} for c in AZURE_FILTER_CATEGORIES
+    }
+    for name in detections:
+        result[name] = {"filtered": False, "detected": False}
+    return result
+
+
+def azure_chat_completion(
+    body: dict[str, Any], ctx: LineContext, custom_id: str
+) -> tuple[Any, Usage]:
+    """A chat completion as Azure returns it: OpenAI's body plus the content-filter results
+    of the prompt and of every choice (``model`` is the line's, i.e. the deployment)."""
+    response, usage = chat_completion(body, ctx, custom_id)
+    response["prompt_filter_results"] = [
+        {"prompt_index": 0, "content_filter_results": _filter_results("jailbreak")}
+    ]
+    for choice in response["choices"]:
+        choice["content_filter_results"] = _filter_results(
+            "protected_material_code", "protected_material_text"
+        )
+    del response["service_tier"]
+    return response, usage
+
+
 HANDLERS = {
     "/v1/chat/completions": chat_completion,
     "/v1/completions": completion,
     "/v1/embeddings": embeddings,
     "/v1/responses": responses,
     "/v1/moderations": moderation,
+    # Azure OpenAI's batch endpoints (no /v1)
+    "/chat/completions": azure_chat_completion,
+    "/embeddings": embeddings,
+    "/responses": responses,
 }
