@@ -186,7 +186,7 @@ def completion(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[
     raw_n = body.get("n")
     n = raw_n if isinstance(raw_n, int) and raw_n > 0 else 1
     limit = _max_tokens(body, "max_tokens") or 16
-    choices = []
+    choices: list[dict[str, Any]] = []
     prompt_tokens = completion_tokens = 0
     for prompt in prompts:
         prompt_tokens += count_tokens(prompt)

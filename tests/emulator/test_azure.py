@@ -124,12 +124,12 @@ async def test_async_client_runs_every_endpoint_to_every_ending(emulator: Runnin
         content = await c.files.content(done.output_file_id or "")
         bodies = [json.loads(line)["response"]["body"] for line in content.text.splitlines()]
         assert len(bodies) == 4
-        kind = {
+        kinds: dict[str, type[ChatCompletion | CreateEmbeddingResponse | Response]] = {
             "/chat/completions": ChatCompletion,
             "/embeddings": CreateEmbeddingResponse,
             "/responses": Response,
-        }[url]
-        assert all(kind.model_validate(body).model == DEPLOYMENT for body in bodies)
+        }
+        assert all(kinds[url].model_validate(body).model == DEPLOYMENT for body in bodies)
         failure = await await_batch(c, failed.id)
         assert failure.status == "failed" and failure.errors and failure.errors.data
         assert (failure.errors.data[0].code, failure.errors.data[0].line) == ("model_mismatch", 2)
@@ -157,7 +157,9 @@ async def test_async_client_sees_the_completion_window_expire(emulator_factory: 
     c = azure_aclient(emulator)
     uploaded = await c.files.create(file=("in.jsonl", io.BytesIO(azure_file(50))), purpose="batch")
     batch = await c.batches.create(
-        input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h"
+        input_file_id=uploaded.id,
+        endpoint="/chat/completions",  # type: ignore[arg-type]  # (the SDK types OpenAI's)
+        completion_window="24h",
     )
     done = await await_batch(c, batch.id)
     assert done.status == "expired"
