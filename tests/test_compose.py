@@ -17,13 +17,14 @@ import jsonschema
 import pytest
 import yaml
 
+from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
 from batchpipe.services.cli import app
 
 ROOT = Path(__file__).parent.parent
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 BATCHPIPE_SERVICES = {
     "topics": "topics",
-    "emulator": "openai-emulator",
+    "emulator": "emulator",
     "ingest": "ingest",
     "dispatcher": "dispatcher",
     "poller": "poller",
@@ -102,6 +103,10 @@ def test_services_reach_kafka_inside_the_network_and_the_emulator_by_default(
         assert env["BATCHPIPE_HTTP_HOST"] == "0.0.0.0"
         assert env["OPENAI_BASE_URL"] == "${OPENAI_BASE_URL:-http://emulator:8100/v1}"
         assert env["OPENAI_API_KEY"].startswith("${OPENAI_API_KEY:-")
+        # Azure OpenAI at the same emulator: its root (the SDK adds /openai)
+        assert env["AZURE_OPENAI_ENDPOINT"] == "${AZURE_OPENAI_ENDPOINT:-http://emulator:8100}"
+        assert env["AZURE_OPENAI_API_KEY"].startswith("${AZURE_OPENAI_API_KEY:-")
+        assert env["OPENAI_API_VERSION"] == f"${{OPENAI_API_VERSION:-{AZURE_API_VERSION}}}"
     assert compose["services"]["ingest"]["ports"] == ["8000:8000"]
     assert {"kafka-data", "emulator-data"} <= set(compose["volumes"])
 

@@ -157,8 +157,9 @@ def dev_command(available_commands: Callable[[], Iterable[str]]) -> Callable[...
         openai: Annotated[
             OpenAIChoice,
             typer.Option(
-                help="emulator: a local OpenAI emulator on :8100; real: api.openai.com with "
-                "OPENAI_API_KEY (and OPENAI_BASE_URL if set)."
+                help="emulator: the local emulator of every provider on :8100 (OpenAI and "
+                "Azure OpenAI); real: api.openai.com with OPENAI_API_KEY (and OPENAI_BASE_URL "
+                "if set), other providers as your environment sets them."
             ),
         ] = OpenAIChoice.emulator,
         data_dir: Annotated[
@@ -166,17 +167,18 @@ def dev_command(available_commands: Callable[[], Iterable[str]]) -> Callable[...
         ] = Path(".batchpipe"),
         kafka_port: Annotated[int, typer.Option(help="Port of the local Kafka broker.")] = 9092,
         ingest_port: Annotated[int, typer.Option(help="Port of ingest (POST /requests).")] = 8000,
-        emulator_port: Annotated[int, typer.Option(help="Port of the OpenAI emulator.")] = 8100,
+        emulator_port: Annotated[int, typer.Option(help="Port of the emulator.")] = 8100,
         poller_port: Annotated[int, typer.Option(help="Port of the poller (/status).")] = 8001,
         dispatcher_port: Annotated[int, typer.Option(help="Port of the dispatcher's web.")] = 6066,
     ) -> None:
         """Run the whole pipeline locally in one terminal, with demo-friendly settings.
 
         Starts the local Kafka (Java 17; jars via Maven or KAFKA_HOME), creates the topics, then
-        the OpenAI emulator, ingest, the dispatcher and the poller as child processes, each log
-        line prefixed with its name. Windows close after 5 s (BATCHPIPE_BATCH_MAX_WAIT_SECONDS)
-        and batches are polled every second (BATCHPIPE_POLL_INTERVAL_SECONDS) unless your
-        environment sets them. Ctrl-C stops everything; state is kept in --data-dir.
+        the emulator (every provider's API), ingest, the dispatcher and the poller as child
+        processes, each log line prefixed with its name. Windows close after 5 s
+        (BATCHPIPE_BATCH_MAX_WAIT_SECONDS) and batches are polled every second
+        (BATCHPIPE_POLL_INTERVAL_SECONDS) unless your environment sets them. Ctrl-C stops
+        everything; state is kept in --data-dir.
         """
         mode: OpenAIMode = "real" if openai is OpenAIChoice.real else "emulator"
         options = DevOptions(

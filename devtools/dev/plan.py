@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
+
 OpenAIMode = Literal["emulator", "real"]
 
 # Demo-friendly windows: a request becomes a result within seconds, not hours.
@@ -25,7 +27,16 @@ DEMO_DEFAULTS: Final[Mapping[str, str]] = {
 }
 EMULATOR_PROCESSING_SECONDS: Final = 2.0
 EMULATOR_API_KEY: Final = "sk-batchpipe-dev-emulator"  # a dummy: the emulator checks none
-SERVICE_COMMANDS: Final = ("openai-emulator", "ingest", "dispatcher", "poller")
+SERVICE_COMMANDS: Final = ("emulator", "ingest", "dispatcher", "poller")
+# The providers' own settings that emulator mode replaces (the emulator serves them all): a
+# real endpoint, key or token in the caller's environment never reaches the services.
+PROVIDER_SETTINGS: Final = (
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+)
 
 
 class PlanError(ValueError):
@@ -104,7 +115,8 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
             "BATCHPIPE_DISPATCHER_WEB_PORT": str(options.dispatcher_port),
         }
     )
-    emulator_url = f"http://127.0.0.1:{options.emulator_port}/v1"
+    emulator_root = f"http://127.0.0.1:{options.emulator_port}"
+    emulator_url = f"{emulator_root}/v1"
     if options.openai == "real":
         key = environ.get("OPENAI_API_KEY", "").strip()
         if not key:
@@ -116,10 +128,15 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
         if environ.get("OPENAI_BASE_URL"):
             settings["OPENAI_BASE_URL"] = environ["OPENAI_BASE_URL"]
     else:
+        # every provider at the one emulator: OpenAI under /v1, Azure OpenAI under /openai
         settings["OPENAI_API_KEY"] = EMULATOR_API_KEY
         settings["OPENAI_BASE_URL"] = emulator_url
+        settings["AZURE_OPENAI_ENDPOINT"] = emulator_root
+        settings["AZURE_OPENAI_API_KEY"] = EMULATOR_API_KEY
+        settings["OPENAI_API_VERSION"] = environ.get("OPENAI_API_VERSION", AZURE_API_VERSION)
 
-    child_env = {k: v for k, v in environ.items() if k not in ("OPENAI_BASE_URL",)}
+    replaced = PROVIDER_SETTINGS if options.openai == "emulator" else ("OPENAI_BASE_URL",)
+    child_env = {k: v for k, v in environ.items() if k not in replaced}
     child_env.update(settings)
     child_env["PYTHONUNBUFFERED"] = "1"
     repo_root = str(Path(__file__).resolve().parents[2])
@@ -155,7 +172,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
             spec(
                 "emulator",
                 cli(
-                    "openai-emulator",
+                    "emulator",
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -186,6 +203,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
     }
     if options.openai == "emulator":
         urls["openai emulator"] = emulator_url
+        urls["azure openai emulator"] = f"{emulator_root} (AZURE_OPENAI_ENDPOINT)"
         urls["emulator stats"] = f"http://127.0.0.1:{options.emulator_port}/_emulator/stats"
     else:
         urls["openai"] = settings.get("OPENAI_BASE_URL", "https://api.openai.com/v1 (SDK default)")

@@ -1,14 +1,14 @@
-"""``python -m batchpipe.devtools.emulator``: the same command as ``batchpipe openai-emulator``."""
+"""``python -m batchpipe.devtools.emulator``: the same command as ``batchpipe emulator``."""
 
 from __future__ import annotations
 
 import typer
 
-from batchpipe.devtools.emulator.cli import openai_emulator
+from batchpipe.devtools.emulator.cli import emulator
 
 
 def main() -> None:
-    typer.run(openai_emulator)
+    typer.run(emulator)
 
 
 if __name__ == "__main__":

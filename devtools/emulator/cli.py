@@ -1,7 +1,9 @@
-"""``batchpipe openai-emulator``: serve the local OpenAI Files + Batches API emulator.
+"""``batchpipe emulator`` (alias ``openai-emulator``): serve the local emulator of every
+provider's Files + Batches API, OpenAI's under ``/v1`` and Azure OpenAI's under ``/openai``.
 
 Every option can also be set with ``BATCHPIPE_EMULATOR_<NAME>`` (e.g.
-``BATCHPIPE_EMULATOR_PORT=8200``). Prints the base URL once listening; SIGINT/SIGTERM stop it
+``BATCHPIPE_EMULATOR_PORT=8200``). Prints the SDKs' settings (``OPENAI_BASE_URL``,
+``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``) once listening; SIGINT/SIGTERM stop it
 cleanly (in-flight batches resume on the next start with the same ``--data-dir``).
 """
 
@@ -19,14 +21,19 @@ def _opt(help_text: str, name: str) -> typer.models.OptionInfo:
     return typer.Option(help=help_text, envvar=f"{ENV}{name}")  # type: ignore[no-any-return]
 
 
-def openai_emulator(
+def emulator(
     host: Annotated[str, _opt("Interface to listen on.", "HOST")] = "127.0.0.1",
     port: Annotated[int, _opt("Port to listen on.", "PORT")] = 8100,
     data_dir: Annotated[
         Path | None, _opt("Directory for SQLite state and files (default: a temp dir).", "DATA_DIR")
     ] = None,
     api_key: Annotated[
-        str | None, _opt("Require this bearer token (default: accept any).", "API_KEY")
+        str | None,
+        _opt(
+            "Require this key: OpenAI's bearer token, Azure's api-key header or bearer token "
+            "(default: accept any).",
+            "API_KEY",
+        ),
     ] = None,
     processing_seconds: Annotated[
         float, _opt("How long a batch stays in_progress.", "PROCESSING_SECONDS")
@@ -72,7 +79,7 @@ def openai_emulator(
         float, _opt("Share of batch retrievals answered 500.", "RETRIEVE_5XX_RATE")
     ] = 0.0,
     slow_seconds: Annotated[
-        float, _opt("Extra latency on every /v1 request.", "SLOW_SECONDS")
+        float, _opt("Extra latency on every API request.", "SLOW_SECONDS")
     ] = 0.0,
     step_processes: Annotated[
         int,
@@ -82,9 +89,18 @@ def openai_emulator(
             "STEP_PROCESSES",
         ),
     ] = 1,
+    azure_deployments: Annotated[
+        str | None,
+        _opt(
+            "The Azure deployments that exist (comma list); a batch naming another fails with "
+            "model_not_found (default: any name).",
+            "AZURE_DEPLOYMENTS",
+        ),
+    ] = None,
 ) -> None:
-    """Serve a local, durable emulator of the OpenAI Files + Batches API."""
+    """Serve a local, durable emulator of the OpenAI and Azure OpenAI Files + Batches APIs."""
     from batchpipe.devtools.emulator.config import EmulatorConfig
+    from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
     from batchpipe.devtools.emulator.runner import bind_socket, make_server
     from batchpipe.shared.logs import configure_logging
 
@@ -109,19 +125,26 @@ def openai_emulator(
             retrieve_5xx_rate=retrieve_5xx_rate,
             slow_seconds=slow_seconds,
             step_processes=step_processes,
+            azure_deployments=azure_deployments,  # (a comma list: the validator splits it)
         )
     except ValueError as exc:
-        typer.secho(f"batchpipe openai-emulator: {exc}", err=True, fg=typer.colors.RED)
+        typer.secho(f"batchpipe emulator: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
-    configure_logging("INFO", "console", service="openai-emulator")
+    configure_logging("INFO", "console", service="emulator")
     sock = bind_socket(config.host, config.port)
     bound_port = sock.getsockname()[1]
     shown = f"[{config.host}]" if ":" in config.host else config.host
+    root = f"http://{shown}:{bound_port}"
     typer.echo(
-        f"OpenAI emulator listening: OPENAI_BASE_URL=http://{shown}:{bound_port}/v1", err=False
+        f"Emulator listening: OPENAI_BASE_URL={root}/v1 AZURE_OPENAI_ENDPOINT={root} "
+        f"OPENAI_API_VERSION={AZURE_API_VERSION}",
+        err=False,
     )
     server = make_server(config)
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+openai_emulator = emulator  # the command's older name, registered as ``openai-emulator``

@@ -1,4 +1,4 @@
-"""Configuration of the local OpenAI emulator: where it listens, how fast time runs, which faults.
+"""Configuration of the local emulator: where it listens, how fast time runs, which faults.
 
 One ``EmulatorConfig`` drives the CLI (every field is a ``--flag`` and a
 ``BATCHPIPE_EMULATOR_<NAME>`` env var), the in-process test runner and ``POST /_emulator/faults``
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_BATCH_LINES = 50_000
+AZURE_MAX_BATCH_LINES = 100_000
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
@@ -45,7 +46,11 @@ class EmulatorConfig(BaseModel):
     data_dir: Path | None = Field(
         default=None, description="SQLite + files live here; None = a fresh temporary directory"
     )
-    api_key: str | None = Field(default=None, description="require this bearer token (None: any)")
+    api_key: str | None = Field(
+        default=None,
+        description="require this key: OpenAI's bearer token, Azure's api-key header or bearer "
+        "token (None: any)",
+    )
     processing_seconds: float = Field(default=3.0, ge=0, description="time a batch is in_progress")
     completion_window_seconds: float = Field(
         default=86_400.0, gt=0, description='what "24h" means; shrink it to force expiry'
@@ -68,7 +73,7 @@ class EmulatorConfig(BaseModel):
     upload_429_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_seconds: float = Field(default=1.0, ge=0)
     retrieve_5xx_rate: float = Field(default=0.0, ge=0, le=1)
-    slow_seconds: float = Field(default=0.0, ge=0, description="added latency on every /v1 call")
+    slow_seconds: float = Field(default=0.0, ge=0, description="added latency on every API call")
     max_batch_lines: int = Field(default=MAX_BATCH_LINES, ge=1)
     step_processes: int = Field(
         default=1,
@@ -77,6 +82,19 @@ class EmulatorConfig(BaseModel):
         "the API (0: threads in the API process)",
     )
     max_batch_file_bytes: int = Field(default=MAX_BATCH_FILE_BYTES, ge=1)
+    azure_max_batch_lines: int = Field(default=AZURE_MAX_BATCH_LINES, ge=1)
+    azure_deployments: list[str] | None = Field(
+        default=None,
+        description="the Azure deployments that exist; a batch naming another fails with "
+        "model_not_found (None: every name is a deployment)",
+    )
+
+    @field_validator("azure_deployments", mode="before")
+    @classmethod
+    def _deployment_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part] or None
+        return value
 
     @field_validator("line_failure_status", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """The emulated endpoints: each Batch API endpoint's deterministic response body and usage.
 
-One handler per ``url`` of a batch input line (``HANDLERS``); an unknown url gets ``generic``.
+One handler per ``url`` of a batch input line (``HANDLERS``; OpenAI's with ``/v1``, Azure's
+without); an unknown url gets ``generic``.
 A handler is pure: the body it returns and the tokens it counts depend only on the request
 body, the ``LineContext`` (seed, batch sequence number, created time) and the custom_id, so the
 same input gives the same output. An invalid body raises ``BadRequestError`` (a 400 line).
@@ -161,24 +162,54 @@ def chat_completion(body: dict[str, Any], ctx: LineContext, custom_id: str) -> t
     return response, Usage(prompt_tokens, completion_tokens)
 
 
+def _prompts(prompt: Any) -> list[str]:
+    """The prompts of a legacy completion: a string, a list of strings (one choice set each),
+    a list of token ids or a list of such lists."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(x, str) for x in prompt):
+            return list(prompt)
+        if all(isinstance(x, int) for x in prompt):
+            return [" ".join(map(str, prompt))]
+        if all(isinstance(x, list) and all(isinstance(t, int) for t in x) for x in prompt):
+            return [" ".join(map(str, x)) for x in prompt]
+    raise BadRequestError("Invalid value for 'prompt'.", "prompt")
+
+
 def completion(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
-    prompt = body.get("prompt")
-    if prompt is None:
+    """A legacy ``text_completion``: ``n`` choices per prompt, ``max_tokens`` 16 by default."""
+    if body.get("prompt") is None:
         raise BadRequestError("Missing required parameter: 'prompt'.", "prompt")
-    text_prompt = prompt if isinstance(prompt, str) else _text_of(prompt)
+    prompts = _prompts(body["prompt"])
     model = str(body["model"])
-    content, finish = reply_text(text_prompt, model, _max_tokens(body, "max_tokens") or 16)
-    p, c = count_tokens(text_prompt), count_tokens(content)
+    raw_n = body.get("n")
+    n = raw_n if isinstance(raw_n, int) and raw_n > 0 else 1
+    limit = _max_tokens(body, "max_tokens") or 16
+    choices: list[dict[str, Any]] = []
+    prompt_tokens = completion_tokens = 0
+    for prompt in prompts:
+        prompt_tokens += count_tokens(prompt)
+        content, finish = reply_text(prompt, model, limit)
+        for _ in range(n):
+            completion_tokens += count_tokens(content)
+            choices.append(
+                {"text": content, "index": len(choices), "logprobs": None, "finish_reason": finish}
+            )
     response = {
         "id": f"cmpl-{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'cmpl', length=29)}",
         "object": "text_completion",
         "created": ctx.created,
         "model": model,
-        "choices": [{"text": content, "index": 0, "logprobs": None, "finish_reason": finish}],
-        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
         "system_fingerprint": "fp_emulator",
     }
-    return response, Usage(p, c)
+    return response, Usage(prompt_tokens, completion_tokens)
 
 
 def embedding_vector(text: str, model: str, dimensions: int) -> list[float]:
@@ -305,32 +336,94 @@ MODERATION_CATEGORIES = (
 )
 
 
+# the categories omni-moderation also judges images for
+IMAGE_CATEGORIES = frozenset(
+    {
+        "self-harm",
+        "self-harm/instructions",
+        "self-harm/intent",
+        "sexual",
+        "violence",
+        "violence/graphic",
+    }
+)
+
+
+def _moderation_inputs(raw: Any) -> list[tuple[str, list[str]]]:
+    """(text, input types) per result: one per string of a list, one for a list of
+    multimodal parts (``text`` / ``image_url``) taken together."""
+    if isinstance(raw, str):
+        return [(raw, ["text"])]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return [(x, ["text"]) for x in raw]
+    if isinstance(raw, list) and raw and all(isinstance(x, dict) for x in raw):
+        kinds = [x.get("type") for x in raw]
+        if all(kind in ("text", "image_url") for kind in kinds):
+            text = " ".join(str(x.get("text", "")) for x in raw if x.get("type") == "text")
+            return [(text, ["text", "image"] if "image_url" in kinds else ["text"])]
+    raise BadRequestError("Invalid value for 'input'.", "input")
+
+
 def moderation(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
+    """Nothing is flagged; scores are small and a function of the input. The real endpoint
+    reports no ``usage``, so none is counted."""
     raw = body.get("input")
     if raw is None:
         raise BadRequestError("Missing required parameter: 'input'.", "input")
-    inputs = raw if isinstance(raw, list) else [raw]
     results = [
         {
             "flagged": False,
             "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
             "category_scores": {
-                c: round(unit("mod", c, str(x)) * 0.01, 6) for c in MODERATION_CATEGORIES
+                c: round(unit("mod", c, text) * 0.01, 6) for c in MODERATION_CATEGORIES
             },
-            "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+            "category_applied_input_types": {
+                c: [t for t in types if t == "text" or c in IMAGE_CATEGORIES]
+                for c in MODERATION_CATEGORIES
+            },
         }
-        for x in inputs
+        for text, types in _moderation_inputs(raw)
     ]
     response = {
         "id": f"modr-{hex_id(ctx.seed, ctx.batch_seq, custom_id, 'mod')}",
         "model": str(body["model"]),
         "results": results,
     }
-    return response, Usage(sum(count_tokens(str(x)) for x in inputs), 0)
+    return response, Usage()
 
 
 def generic(body: dict[str, Any], ctx: LineContext, custom_id: str) -> tuple[Any, Usage]:
     return {"created": ctx.created, "data": [], "emulated": True}, Usage()
+
+
+AZURE_FILTER_CATEGORIES = ("hate", "self_harm", "sexual", "violence")
+
+
+def _filter_results(*detections: str) -> dict[str, Any]:
+    """Azure's content-filter annotations, every category passed (``safe``)."""
+    result: dict[str, Any] = {
+        c: {"filtered": False, "severity": "safe"} for c in AZURE_FILTER_CATEGORIES
+    }
+    for name in detections:
+        result[name] = {"filtered": False, "detected": False}
+    return result
+
+
+def azure_chat_completion(
+    body: dict[str, Any], ctx: LineContext, custom_id: str
+) -> tuple[Any, Usage]:
+    """A chat completion as Azure returns it: OpenAI's body plus the content-filter results
+    of the prompt and of every choice (``model`` is the line's, i.e. the deployment)."""
+    response, usage = chat_completion(body, ctx, custom_id)
+    response["prompt_filter_results"] = [
+        {"prompt_index": 0, "content_filter_results": _filter_results("jailbreak")}
+    ]
+    for choice in response["choices"]:
+        choice["content_filter_results"] = _filter_results(
+            "protected_material_code", "protected_material_text"
+        )
+    del response["service_tier"]
+    return response, usage
 
 
 HANDLERS = {
@@ -339,4 +432,8 @@ HANDLERS = {
     "/v1/embeddings": embeddings,
     "/v1/responses": responses,
     "/v1/moderations": moderation,
+    # Azure OpenAI's batch endpoints (no /v1)
+    "/chat/completions": azure_chat_completion,
+    "/embeddings": embeddings,
+    "/responses": responses,
 }

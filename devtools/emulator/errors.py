@@ -1,4 +1,9 @@
-"""OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, and its statuses."""
+"""The errors a route raises, with OpenAI's wording and statuses.
+
+An ``APIError`` is rendered by the flavour of the route that raised it: OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}`` or Azure's ``{"error": {"code",
+"message"}}`` (whose code is ``azure_code`` when Azure names the error differently).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from typing import Any
 
 
 class APIError(Exception):
-    """Raised by a route; rendered as OpenAI renders errors."""
+    """Raised by a route; rendered in the shape of the route's provider."""
 
     def __init__(
         self,
@@ -17,6 +22,7 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        azure_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -25,6 +31,7 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        self.azure_code = azure_code
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
@@ -75,6 +82,7 @@ def rate_limited(retry_after: float) -> APIError:
         "Rate limit reached for requests (emulated). Please try again later.",
         type="requests",
         code="rate_limit_exceeded",
+        azure_code="429",
         headers={
             "retry-after": str(max(int(seconds + 0.999), 0)),
             "retry-after-ms": str(int(seconds * 1000)),
@@ -87,4 +95,5 @@ def server_error() -> APIError:
         500,
         "The server had an error while processing your request. Sorry about that! (emulated)",
         type="server_error",
+        azure_code="InternalServerError",
     )

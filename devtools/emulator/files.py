@@ -11,10 +11,6 @@ import uuid
 from pathlib import Path
 
 
-def new_file_id() -> str:
-    return f"file-{uuid.uuid4().hex[:22]}"
-
-
 class FileStorage:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "files"

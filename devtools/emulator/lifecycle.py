@@ -27,7 +27,8 @@ from batchpipe.devtools.emulator.config import EmulatorConfig
 from batchpipe.devtools.emulator.determinism import unit
 from batchpipe.devtools.emulator.endpoints import LineContext
 from batchpipe.devtools.emulator.errors import APIError, batch_not_found
-from batchpipe.devtools.emulator.files import FileStorage, new_file_id
+from batchpipe.devtools.emulator.files import FileStorage
+from batchpipe.devtools.emulator.flavours import Flavour, flavour_named
 from batchpipe.devtools.emulator.objects import (
     ENDED_STATUSES,
     TERMINAL_STATUSES,
@@ -187,7 +188,7 @@ class Lifecycle:
             self._wake.set()
 
     async def _save(self, obj: Json, internal: Json, **extra: Any) -> None:
-        await self.store.update_batch(obj, internal, **extra)
+        await self.store.update_batch(obj, internal, provider=_flavour(internal).name, **extra)
         if obj["status"] in TERMINAL_STATUSES:
             self._active.pop(obj["id"], None)
             self.storage.unpin(obj["id"])
@@ -227,7 +228,8 @@ class Lifecycle:
 
     async def _validate(self, obj: Json, internal: Json) -> None:
         seq, seed = internal["seq"], internal["seed"]
-        file_obj = await self.store.get_file(obj["input_file_id"])
+        flavour = _flavour(internal)
+        file_obj = await self.store.get_file(obj["input_file_id"], flavour.name)
         path = self.storage.path(obj["input_file_id"])
         if file_obj is None or not path.exists():
             message = f"The input file {obj['input_file_id']} was not found."
@@ -235,7 +237,11 @@ class Lifecycle:
             await self._fail(obj, internal, [error])
             return
         result = await self._offload(
-            validate_file, path, obj["endpoint"], self.config.max_batch_lines
+            validate_file,
+            path,
+            obj["endpoint"],
+            flavour.max_batch_lines(self.config),
+            flavour.model_rules(self.config),
         )
         obj["model"] = result.model
         if not result.ok:
@@ -306,7 +312,7 @@ class Lifecycle:
             (err_tmp, result.error_lines, "error_file_id", "error"),
         ):
             if count:
-                file_id = new_file_id()
+                file_id = _flavour(internal).new_file_id()
                 size = tmp.stat().st_size
                 self.storage.commit(tmp, file_id)
                 name = f"{obj['id']}_{kind}.jsonl"
@@ -367,10 +373,10 @@ class Lifecycle:
 
     # requests ----------------------------------------------------------------------------
 
-    async def cancel(self, batch_id: str) -> tuple[Json, Json]:
-        """Handle ``POST /batches/{id}/cancel``: 409 once the batch has ended."""
+    async def cancel(self, batch_id: str, provider: str) -> tuple[Json, Json]:
+        """Handle ``POST /batches/{id}/cancel`` of ``provider``: 409 once the batch has ended."""
         async with self.lock(batch_id):
-            record = await self.store.get_batch(batch_id)
+            record = await self.store.get_batch(batch_id, provider)
             if record is None:
                 raise batch_not_found(batch_id)
             obj, internal = record
@@ -386,6 +392,11 @@ class Lifecycle:
             await self.store.update_batch(obj, internal)
             self.track(obj, internal)
             return obj, internal
+
+
+def _flavour(internal: Json) -> Flavour:
+    """The API a batch was created through: its files, ids and validation rules."""
+    return flavour_named(internal.get("flavour"))
 
 
 def _new_pool(processes: int) -> ProcessPoolExecutor:

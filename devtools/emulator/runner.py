@@ -2,7 +2,8 @@
 
 ``run_emulator_in_thread(config)`` binds the port first (port 0 = a free one), serves with
 uvicorn in its own thread and event loop, and yields a ``RunningEmulator``: a ``str`` equal to
-the base URL (``http://host:port/v1``) that also carries ``.base_url``, ``.api_key``,
+OpenAI's base URL (``http://host:port/v1``) that also carries ``.base_url``, ``.root_url``,
+``.azure_endpoint`` and ``.api_version`` (for ``openai.AzureOpenAI``), ``.api_key``,
 ``.data_dir``, ``.stats()`` and ``.set_faults(**kw)``.
 """
 
@@ -21,6 +22,7 @@ import uvicorn
 
 from batchpipe.devtools.emulator.app import create_app
 from batchpipe.devtools.emulator.config import EmulatorConfig
+from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
 
 START_TIMEOUT_SECONDS = 15.0
 
@@ -30,6 +32,8 @@ class RunningEmulator(str):
 
     base_url: str
     root_url: str
+    azure_endpoint: str
+    api_version: str
     api_key: str
     config: EmulatorConfig
     data_dir: Path
@@ -39,6 +43,8 @@ class RunningEmulator(str):
         self = super().__new__(cls, base_url)
         self.base_url = base_url
         self.root_url = base_url.removesuffix("/v1")
+        self.azure_endpoint = self.root_url  # AzureOpenAI adds /openai itself
+        self.api_version = AZURE_API_VERSION
         self.api_key = config.api_key or "sk-emulator"
         self.config = config
         self.data_dir = data_dir
@@ -107,7 +113,7 @@ def run_emulator_in_thread(config: EmulatorConfig | None = None) -> Iterator[Run
     config = (config or EmulatorConfig(port=0)).model_copy()
     owned_tmp: tempfile.TemporaryDirectory[str] | None = None
     if config.data_dir is None:
-        owned_tmp = tempfile.TemporaryDirectory(prefix="openai-emulator-")
+        owned_tmp = tempfile.TemporaryDirectory(prefix="batchpipe-emulator-")
         config.data_dir = Path(owned_tmp.name)
     sock = bind_socket(config.host, config.port)
     host, port = sock.getsockname()[:2]
@@ -123,7 +129,7 @@ def run_emulator_in_thread(config: EmulatorConfig | None = None) -> Iterator[Run
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=serve, name=f"openai-emulator-{port}", daemon=True)
+    thread = threading.Thread(target=serve, name=f"emulator-{port}", daemon=True)
     thread.start()
     try:
         waited = 0.0

@@ -3,6 +3,8 @@
 Objects are stored as their API JSON (plus an ``internal`` JSON for the scheduler's float
 timestamps and fault decisions), so a restarted emulator answers exactly as before. Composite
 writes (e.g. "batch is in_progress and its custom_ids are counted") are single transactions.
+Every file and batch belongs to one provider (``provider``: the flavour it was created
+through); lookups and listings by a provider see only its own, the counters see them all.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ CREATE TABLE IF NOT EXISTS files(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
     purpose TEXT NOT NULL,
-    obj TEXT NOT NULL
+    obj TEXT NOT NULL,
+    provider TEXT NOT NULL DEFAULT 'openai'
 );
 CREATE TABLE IF NOT EXISTS batches(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
     status TEXT NOT NULL,
     obj TEXT NOT NULL,
-    internal TEXT NOT NULL
+    internal TEXT NOT NULL,
+    provider TEXT NOT NULL DEFAULT 'openai'
 );
 CREATE INDEX IF NOT EXISTS batches_status ON batches(status);
 CREATE TABLE IF NOT EXISTS custom_ids(
@@ -41,6 +45,7 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 """
 
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+DEFAULT_PROVIDER = "openai"  # the provider of rows written before there were several
 
 Json = dict[str, Any]
 
@@ -66,6 +71,15 @@ class Store:
         await self.db.execute("PRAGMA journal_mode=WAL")
         await self.db.execute("PRAGMA synchronous=NORMAL")
         await self.db.executescript(SCHEMA)
+        for table in ("files", "batches"):  # a data dir from before: add the column
+            columns = {
+                row[1] for row in await self.db.execute_fetchall(f"PRAGMA table_info({table})")
+            }
+            if "provider" not in columns:
+                await self.db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN provider TEXT NOT NULL "
+                    f"DEFAULT '{DEFAULT_PROVIDER}'"
+                )
 
     async def close(self) -> None:
         if self._db is not None:
@@ -86,27 +100,37 @@ class Store:
 
     # files -------------------------------------------------------------------------------
 
-    async def insert_file(self, obj: Json) -> None:
+    async def insert_file(self, obj: Json, provider: str = DEFAULT_PROVIDER) -> None:
         async with self._lock:
             await self.db.execute(
-                "INSERT INTO files(id, purpose, obj) VALUES(?, ?, ?)",
-                (obj["id"], obj["purpose"], _dumps(obj)),
+                "INSERT INTO files(id, purpose, obj, provider) VALUES(?, ?, ?, ?)",
+                (obj["id"], obj["purpose"], _dumps(obj), provider),
             )
 
-    async def get_file(self, file_id: str) -> Json | None:
-        row = await self._one("SELECT obj FROM files WHERE id = ?", (file_id,))
+    async def get_file(self, file_id: str, provider: str = DEFAULT_PROVIDER) -> Json | None:
+        row = await self._one(
+            "SELECT obj FROM files WHERE id = ? AND provider = ?", (file_id, provider)
+        )
         return orjson.loads(row[0]) if row else None
 
-    async def delete_file(self, file_id: str) -> bool:
+    async def delete_file(self, file_id: str, provider: str = DEFAULT_PROVIDER) -> bool:
         async with self._lock:
-            cursor = await self.db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            cursor = await self.db.execute(
+                "DELETE FROM files WHERE id = ? AND provider = ?", (file_id, provider)
+            )
             return bool(cursor.rowcount)
 
     async def list_files(
-        self, after: str | None, limit: int, order: str, purpose: str | None
+        self,
+        after: str | None,
+        limit: int,
+        order: str,
+        purpose: str | None,
+        provider: str = DEFAULT_PROVIDER,
     ) -> tuple[list[Json], bool]:
         desc = order != "asc"
-        where, params = [], []
+        where: list[str] = ["provider = ?"]
+        params: list[Any] = [provider]
         if purpose:
             where.append("purpose = ?")
             params.append(purpose)
@@ -115,9 +139,7 @@ class Store:
             if row is not None:
                 where.append("seq < ?" if desc else "seq > ?")
                 params.append(row[0])
-        sql = "SELECT obj FROM files"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        sql = "SELECT obj FROM files WHERE " + " AND ".join(where)  # noqa: S608 (fixed parts)
         sql += f" ORDER BY seq {'DESC' if desc else 'ASC'} LIMIT ?"
         rows = await self._all(sql, [*params, limit + 1])
         return [orjson.loads(r[0]) for r in rows[:limit]], len(rows) > limit
@@ -128,14 +150,17 @@ class Store:
 
     # batches -----------------------------------------------------------------------------
 
-    async def insert_batch(self, obj: Json, internal: Json) -> int:
+    async def insert_batch(
+        self, obj: Json, internal: Json, provider: str = DEFAULT_PROVIDER
+    ) -> int:
         """Insert a new batch and count it; returns its sequence number."""
         async with self._lock:
             await self.db.execute("BEGIN")
             try:
                 cursor = await self.db.execute(
-                    "INSERT INTO batches(id, status, obj, internal) VALUES(?, ?, ?, ?)",
-                    (obj["id"], obj["status"], _dumps(obj), _dumps(internal)),
+                    "INSERT INTO batches(id, status, obj, internal, provider) "
+                    "VALUES(?, ?, ?, ?, ?)",
+                    (obj["id"], obj["status"], _dumps(obj), _dumps(internal), provider),
                 )
                 seq = int(cursor.lastrowid or 0)
                 internal["seq"] = seq
@@ -149,8 +174,12 @@ class Store:
                 raise
             return seq
 
-    async def get_batch(self, batch_id: str) -> tuple[Json, Json] | None:
-        row = await self._one("SELECT obj, internal FROM batches WHERE id = ?", (batch_id,))
+    async def get_batch(
+        self, batch_id: str, provider: str = DEFAULT_PROVIDER
+    ) -> tuple[Json, Json] | None:
+        row = await self._one(
+            "SELECT obj, internal FROM batches WHERE id = ? AND provider = ?", (batch_id, provider)
+        )
         return (orjson.loads(row[0]), orjson.loads(row[1])) if row else None
 
     async def update_batch(
@@ -159,11 +188,13 @@ class Store:
         internal: Json,
         *,
         new_files: Iterable[Json] = (),
+        provider: str = DEFAULT_PROVIDER,
         register_custom_ids: Iterable[str] = (),
         succeeded_custom_ids: Iterable[str] = (),
         lines_submitted: int = 0,
     ) -> None:
-        """Save a batch, and in the same transaction its new output files and counters."""
+        """Save a batch, and in the same transaction its new output files (of ``provider``,
+        the batch's) and counters."""
         async with self._lock:
             await self.db.execute("BEGIN")
             try:
@@ -173,8 +204,8 @@ class Store:
                 )
                 for file_obj in new_files:
                     await self.db.execute(
-                        "INSERT INTO files(id, purpose, obj) VALUES(?, ?, ?)",
-                        (file_obj["id"], file_obj["purpose"], _dumps(file_obj)),
+                        "INSERT INTO files(id, purpose, obj, provider) VALUES(?, ?, ?, ?)",
+                        (file_obj["id"], file_obj["purpose"], _dumps(file_obj), provider),
                     )
                 # one statement per list, the ids as one JSON array: SQLite walks it with the
                 # GIL released (an executemany of 50,000 rows bound each row in Python and
@@ -199,14 +230,14 @@ class Store:
                 raise
 
     async def list_batches(
-        self, after: str | None, limit: int
+        self, after: str | None, limit: int, provider: str = DEFAULT_PROVIDER
     ) -> tuple[list[tuple[Json, Json]], bool]:
-        params: list[Any] = []
-        sql = "SELECT obj, internal FROM batches"
+        params: list[Any] = [provider]
+        sql = "SELECT obj, internal FROM batches WHERE provider = ?"
         if after:
             row = await self._one("SELECT seq FROM batches WHERE id = ?", (after,))
             if row is not None:
-                sql += " WHERE seq < ?"
+                sql += " AND seq < ?"
                 params.append(row[0])
         sql += " ORDER BY seq DESC LIMIT ?"
         rows = await self._all(sql, [*params, limit + 1])

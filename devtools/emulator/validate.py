@@ -1,9 +1,12 @@
-"""Validation of a batch input file, line by line, as OpenAI does while a batch is ``validating``.
+"""Validation of a batch input file, line by line, as the provider does while a batch is
+``validating``.
 
 Pure: ``validate_lines`` takes an iterable of raw lines (the file is streamed, never read
 whole) and returns the errors (``errors.data[]`` entries), the model, the line count and the
 custom_ids. Per-request body problems (e.g. no ``messages``) are not batch errors: like OpenAI,
-they come back later as a 400 line in the error file.
+they come back later as a 400 line in the error file. What differs between OpenAI and Azure
+(the code of a model mismatch, whether a model must be a known deployment) is a ``ModelRules``,
+picklable so a worker process can apply it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,20 @@ import orjson
 MAX_REPORTED_ERRORS = 10
 TOO_MANY_REQUESTS_CODE = "too_many_tasks"  # the code reported for OpenAI (third-party evidence)
 EMPTY_FILE_CODE = "empty_file"
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """How the lines' ``model`` is checked: every line the same one (else ``mismatch_code``),
+    and, when ``known`` is set, one of those names (else ``unknown_code``)."""
+
+    mismatch_code: str = "mismatched_model"
+    known: frozenset[str] | None = None
+    unknown_code: str = "model_not_found"
+    noun: str = "model"
+
+
+OPENAI_MODELS = ModelRules()
 
 
 @dataclass
@@ -39,7 +56,7 @@ def batch_error(
 
 
 def _line_error(
-    line_no: int, raw: bytes, endpoint: str, model: str | None
+    line_no: int, raw: bytes, endpoint: str, model: str | None, rules: ModelRules
 ) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """(error or None, custom_id, model of this line)."""
     try:
@@ -121,9 +138,22 @@ def _line_error(
     if model is not None and line_model != model:
         return (
             batch_error(
-                "mismatched_model",
-                f"The provided model '{line_model}' does not match the model '{model}' "
-                "of the rest of the batch. Every request in a batch must use the same model.",
+                rules.mismatch_code,
+                f"The provided {rules.noun} '{line_model}' does not match the {rules.noun} "
+                f"'{model}' of the rest of the batch. Every request in a batch must use the "
+                f"same {rules.noun}.",
+                line_no,
+                "body.model",
+            ),
+            custom_id,
+            line_model,
+        )
+    if rules.known is not None and line_model not in rules.known:
+        return (
+            batch_error(
+                rules.unknown_code,
+                f"The provided {rules.noun} '{line_model}' does not exist or is not a batch "
+                f"{rules.noun}.",
                 line_no,
                 "body.model",
             ),
@@ -144,7 +174,9 @@ def _line_error(
     return None, custom_id, line_model
 
 
-def validate_lines(lines: Iterable[bytes], endpoint: str, max_lines: int) -> ValidationResult:
+def validate_lines(
+    lines: Iterable[bytes], endpoint: str, max_lines: int, rules: ModelRules = OPENAI_MODELS
+) -> ValidationResult:
     """Check every line; stop collecting after ``MAX_REPORTED_ERRORS`` errors."""
     result = ValidationResult()
     seen: set[str] = set()
@@ -156,7 +188,7 @@ def validate_lines(lines: Iterable[bytes], endpoint: str, max_lines: int) -> Val
         result.total = line_no
         if len(result.errors) >= MAX_REPORTED_ERRORS:
             continue
-        error, custom_id, line_model = _line_error(line_no, raw, endpoint, result.model)
+        error, custom_id, line_model = _line_error(line_no, raw, endpoint, result.model, rules)
         if result.model is None and line_model is not None:
             result.model = line_model
         if error is None and custom_id is not None:
@@ -189,7 +221,9 @@ def validate_lines(lines: Iterable[bytes], endpoint: str, max_lines: int) -> Val
     return result
 
 
-def validate_file(path: Path, endpoint: str, max_lines: int) -> ValidationResult:
+def validate_file(
+    path: Path, endpoint: str, max_lines: int, rules: ModelRules = OPENAI_MODELS
+) -> ValidationResult:
     """``validate_lines`` over a file on disk, streamed (run it in a thread)."""
     with path.open("rb", buffering=1 << 20) as handle:
-        return validate_lines(handle, endpoint, max_lines)
+        return validate_lines(handle, endpoint, max_lines, rules)

@@ -19,6 +19,7 @@ from batchpipe.devtools.dev.plan import (
     missing_commands,
     ports_of,
 )
+from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
 from batchpipe.services.cli import app
 
 
@@ -33,7 +34,7 @@ def test_emulator_plan_starts_everything_in_pipeline_order(tmp_path: Path) -> No
     ]
     assert [p.command for p in plan.processes] == [
         None,  # devtools.dev.broker: devtools.local_kafka.LocalKafka in the foreground
-        "openai-emulator",
+        "emulator",
         "ingest",
         "dispatcher",
         "poller",
@@ -55,6 +56,9 @@ def test_demo_settings_point_every_child_at_the_local_broker_and_emulator(tmp_pa
     assert env["BATCHPIPE_POLL_INTERVAL_SECONDS"] == "1"
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:8100/v1"
     assert env["OPENAI_API_KEY"] == EMULATOR_API_KEY
+    assert env["AZURE_OPENAI_ENDPOINT"] == "http://127.0.0.1:8100"  # the SDK adds /openai
+    assert env["AZURE_OPENAI_API_KEY"] == EMULATOR_API_KEY
+    assert env["OPENAI_API_VERSION"] == AZURE_API_VERSION
     assert env["PATH"] == "/bin"
     assert env["BATCHPIPE_DISPATCHER_DATA_DIR"] == str(tmp_path / "dispatcher" / "data")
     assert plan.urls["ingest API docs"] == "http://127.0.0.1:8000/docs"
@@ -76,14 +80,23 @@ def test_the_users_own_settings_win_over_demo_defaults_but_not_over_the_broker(
         "BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS": "elsewhere:9092",
         "OPENAI_BASE_URL": "https://api.openai.com/v1",
         "OPENAI_API_KEY": "sk-real-secret-key",
+        "AZURE_OPENAI_ENDPOINT": "https://real.openai.azure.com",
+        "AZURE_OPENAI_API_KEY": "real-azure-secret",
+        "AZURE_OPENAI_AD_TOKEN": "real-azure-token",
+        "OPENAI_API_VERSION": "2025-04-01-preview",
     }
     plan = build_plan(DevOptions(data_dir=tmp_path), environ)
     env = plan.processes[-1].env
     assert env["BATCHPIPE_BATCH_MAX_WAIT_SECONDS"] == "30"
     assert env["BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
-    # emulator mode: the real key and URL never reach the services
+    # emulator mode: the real keys and URLs never reach the services
     assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:8100/v1"
     assert env["OPENAI_API_KEY"] == EMULATOR_API_KEY
+    assert env["AZURE_OPENAI_ENDPOINT"] == "http://127.0.0.1:8100"
+    assert env["AZURE_OPENAI_API_KEY"] == EMULATOR_API_KEY
+    assert "AZURE_OPENAI_AD_TOKEN" not in env  # the SDK would prefer it to the key
+    assert env["OPENAI_API_VERSION"] == "2025-04-01-preview"  # not a secret: the user's own
+    assert "secret" not in str(env) and "real-azure" not in str(env)
 
 
 def test_real_openai_needs_a_key() -> None:
@@ -101,6 +114,7 @@ def test_real_openai_skips_the_emulator_and_masks_the_key(tmp_path: Path) -> Non
     env = plan.processes[-1].env
     assert env["OPENAI_API_KEY"] == "sk-real-secret-key"
     assert "OPENAI_BASE_URL" not in env  # the SDK's default: api.openai.com
+    assert "AZURE_OPENAI_ENDPOINT" not in env  # no emulator to point Azure at
     assert "secret" not in str(plan.shown_env)
 
 
@@ -117,13 +131,11 @@ def test_children_run_the_console_script_or_python_c(tmp_path: Path) -> None:
 def test_missing_commands_are_named() -> None:
     plan = build_plan(DevOptions(), {})
     assert missing_commands(plan, ["kafka", "ingest"]) == [
-        "openai-emulator",
+        "emulator",
         "dispatcher",
         "poller",
     ]
-    assert (
-        missing_commands(plan, ["kafka", "openai-emulator", "ingest", "dispatcher", "poller"]) == []
-    )
+    assert missing_commands(plan, ["kafka", "emulator", "ingest", "dispatcher", "poller"]) == []
 
 
 def test_dev_refuses_real_openai_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from openai import AsyncOpenAI, OpenAI
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from openai.types import Batch
 
 from batchpipe.devtools.emulator.runner import RunningEmulator
@@ -22,6 +22,16 @@ def client(emulator: RunningEmulator, **kwargs: Any) -> OpenAI:
 
 def aclient(emulator: RunningEmulator, **kwargs: Any) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=emulator.base_url, api_key=emulator.api_key, **kwargs)
+
+
+def azure_client(emulator: RunningEmulator, **kwargs: Any) -> AzureOpenAI:
+    options: dict[str, Any] = {"api_key": emulator.api_key, "api_version": emulator.api_version}
+    return AzureOpenAI(azure_endpoint=emulator.azure_endpoint, **(options | kwargs))
+
+
+def azure_aclient(emulator: RunningEmulator, **kwargs: Any) -> AsyncAzureOpenAI:
+    options: dict[str, Any] = {"api_key": emulator.api_key, "api_version": emulator.api_version}
+    return AsyncAzureOpenAI(azure_endpoint=emulator.azure_endpoint, **(options | kwargs))
 
 
 def chat_line(

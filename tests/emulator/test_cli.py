@@ -1,5 +1,6 @@
-"""``python -m batchpipe.devtools.emulator`` / ``batchpipe openai-emulator``: env vars, the printed
-base URL, state surviving ``kill -9``, and a clean exit (status 0) on SIGTERM."""
+"""``python -m batchpipe.devtools.emulator`` / ``batchpipe emulator`` (alias ``openai-emulator``):
+env vars, the printed URLs of every provider, state surviving ``kill -9``, and a clean exit
+(status 0) on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from openai import OpenAI
+from openai import AzureOpenAI, OpenAI
 from typer.testing import CliRunner
 
 from batchpipe.services.cli import app
@@ -20,12 +21,14 @@ from tests.emulator.helpers import chat_file, create, read_jsonl, upload, wait
 
 
 def test_help_lists_the_options() -> None:
-    result = CliRunner().invoke(app, ["openai-emulator", "--help"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0
-    for option in ("--port", "--data-dir", "--api-key", "--processing-seconds", "--seed",
-                   "--line-failure-rate", "--create-429-rate", "--retrieve-5xx-rate",
-                   "BATCHPIPE_EMULATOR_PORT"):  # fmt: skip
-        assert option in result.output
+    for command in ("emulator", "openai-emulator"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0
+        for option in ("--port", "--data-dir", "--api-key", "--processing-seconds", "--seed",
+                       "--line-failure-rate", "--create-429-rate", "--retrieve-5xx-rate",
+                       "--azure-deployments", "BATCHPIPE_EMULATOR_PORT"):  # fmt: skip
+            assert option in result.output
+        assert "Azure OpenAI" in result.output
 
 
 @contextmanager
@@ -42,6 +45,14 @@ def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], OpenAI]]
         line = proc.stdout.readline()
         match = re.search(r"OPENAI_BASE_URL=(http://\S+/v1)", line)
         assert match, line
+        azure = re.search(r"AZURE_OPENAI_ENDPOINT=(http://\S+) OPENAI_API_VERSION=(\S+)", line)
+        assert azure and azure.group(1) == match.group(1).removesuffix("/v1"), line
+        assert (
+            AzureOpenAI(azure_endpoint=azure.group(1), api_key="sk-cli", api_version=azure.group(2))
+            .files.list()
+            .data
+            == []
+        )
         yield proc, OpenAI(base_url=match.group(1), api_key="sk-cli")
     finally:
         if proc.poll() is None:

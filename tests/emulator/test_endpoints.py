@@ -97,6 +97,68 @@ def test_responses_completions_and_moderations(emulator: RunningEmulator) -> Non
     assert ModerationCreateResponse.model_validate(mod).results[0].flagged is False
 
 
+def test_completions_batch_has_usage_and_a_choice_per_prompt(emulator: RunningEmulator) -> None:
+    c = client(emulator)
+    model = "gpt-3.5-turbo-instruct"
+    lines = [
+        _line("one", "/v1/completions", {"model": model, "prompt": "Say this is a test"}),
+        _line("many", "/v1/completions", {"model": model, "prompt": ["a b", "c d"], "n": 2}),
+        _line("tokens", "/v1/completions", {"model": model, "prompt": [1, 2, 3], "max_tokens": 2}),
+        _line("bad", "/v1/completions", {"model": model}),
+        _line("bad-type", "/v1/completions", {"model": model, "prompt": {"x": 1}}),
+    ]
+    done = wait(c, create(c, upload(c, jsonl(lines)), endpoint="/v1/completions").id)
+    assert done.status == "completed" and done.model == model
+    out = {
+        line["custom_id"]: line["response"]["body"] for line in read_jsonl(c, done.output_file_id)
+    }
+    one, many, tokens = (Completion.model_validate(out[k]) for k in ("one", "many", "tokens"))
+    assert one.object == "text_completion" and one.choices[0].text
+    assert [choice.index for choice in many.choices] == [0, 1, 2, 3]
+    assert tokens.choices[0].finish_reason == "length"
+    for parsed in (one, many, tokens):
+        assert parsed.usage is not None and parsed.usage.prompt_tokens > 0
+        assert (
+            parsed.usage.total_tokens == parsed.usage.prompt_tokens + parsed.usage.completion_tokens
+        )
+    assert done.usage is not None
+    assert done.usage.total_tokens == sum(out[k]["usage"]["total_tokens"] for k in out)
+    errors = {line["custom_id"]: line["response"] for line in read_jsonl(c, done.error_file_id)}
+    assert {k: v["status_code"] for k, v in errors.items()} == {"bad": 400, "bad-type": 400}
+    assert errors["bad"]["body"]["error"]["param"] == "prompt"
+
+
+def test_moderations_batch_has_no_usage(emulator: RunningEmulator) -> None:
+    c = client(emulator)
+    model = "omni-moderation-latest"
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    lines = [
+        _line("text", "/v1/moderations", {"model": model, "input": "hello"}),
+        _line("list", "/v1/moderations", {"model": model, "input": ["a", "b", "c"]}),
+        _line(
+            "parts",
+            "/v1/moderations",
+            {"model": model, "input": [{"type": "text", "text": "x"}, image]},
+        ),
+        _line("bad", "/v1/moderations", {"model": model, "input": 5}),
+    ]
+    done = wait(c, create(c, upload(c, jsonl(lines)), endpoint="/v1/moderations").id)
+    assert done.status == "completed"
+    out = {
+        line["custom_id"]: line["response"]["body"] for line in read_jsonl(c, done.output_file_id)
+    }
+    parsed = {k: ModerationCreateResponse.model_validate(v) for k, v in out.items()}
+    assert [len(parsed[k].results) for k in ("text", "list", "parts")] == [1, 3, 1]
+    assert out["parts"]["results"][0]["category_applied_input_types"]["violence"] == [
+        "text",
+        "image",
+    ]
+    assert all("usage" not in body for body in out.values())
+    assert done.usage is not None and done.usage.total_tokens == 0
+    (bad,) = read_jsonl(c, done.error_file_id)
+    assert (bad["custom_id"], bad["response"]["status_code"]) == ("bad", 400)
+
+
 async def test_hundreds_of_concurrent_batches(emulator: RunningEmulator) -> None:
     c = aclient(emulator)
     count = 200
