@@ -10,6 +10,9 @@ then waits for every accepted request to reach a terminal result. It returns a `
 - duplicate results: custom_ids a read_committed consumer saw more than one terminal result for;
 - dead-lettered: messages on dead-letters (scenario 6 expects each garbage message exactly once);
 - recovery: seconds from each restart to the next result published (the worst is reported).
+
+Every scenario's traffic is mixed over two providers: a third of the requests name an Azure
+OpenAI deployment (routed by ``azure-*``), the rest OpenAI models; the emulator serves both.
 """
 
 from __future__ import annotations
@@ -41,8 +44,15 @@ FAST = {
     "poll_interval_seconds": 0.5,
     "poll_max_rps": 50.0,
     "max_attempts": 5,
+    # a third of the traffic goes to Azure OpenAI deployments (``model_of``)
+    "provider_routes": "azure-*=azure",
 }
 EMULATOR = ["--processing-seconds", "1"]
+
+
+def model_of(custom_id: str) -> str:
+    """Every scenario mixes providers: one request in three names an Azure deployment."""
+    return "azure-gpt-4o-mini" if sum(custom_id.encode()) % 3 == 0 else "gpt-4o-mini"
 
 
 @dataclass
@@ -173,7 +183,11 @@ async def post_spread(
                 post = queue.get_nowait()
                 body = {
                     "data": [
-                        {"custom_id": cid, "messages": [{"role": "user", "content": cid}]}
+                        {
+                            "custom_id": cid,
+                            "model": model_of(cid),
+                            "messages": [{"role": "user", "content": cid}],
+                        }
                         for cid in post
                     ]
                 }
@@ -290,7 +304,7 @@ async def run_scenario(
                     post_spread(pipeline.ingest_url, ids, size.load_seconds, run.acked)
                 )
             else:
-                items = [(cid, chat_line(cid)) for cid in ids]
+                items = [(cid, chat_line(cid, model_of(cid))) for cid in ids]
                 if garbage:
                     step = max(1, len(items) // len(garbage))
                     for i, junk in enumerate(garbage):

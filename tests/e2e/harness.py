@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
 from batchpipe.devtools.local_kafka import free_port
 from batchpipe.shared.contracts import ResultMessage, decode
 from batchpipe.shared.kafka import make_consumer
@@ -128,6 +129,8 @@ class Pipeline:
         settings = self.settings.model_copy(
             update={
                 "openai_base_url": f"{self.emulator_url}/v1",
+                "azure_openai_endpoint": self.emulator_url,
+                "openai_api_version": AZURE_API_VERSION,
                 "dispatcher_web_port": free_port(),
                 "poller_http_port": free_port(),
             }
@@ -136,9 +139,17 @@ class Pipeline:
             from pydantic import SecretStr
 
             settings = settings.model_copy(update={"openai_api_key": SecretStr("sk-emulator")})
+        if settings.azure_openai_api_key is None:
+            from pydantic import SecretStr
+
+            settings = settings.model_copy(
+                update={"azure_openai_api_key": SecretStr("sk-emulator")}
+            )
         self.settings = settings
         base_env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("BATCHPIPE_", "OPENAI_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("BATCHPIPE_", "OPENAI_", "AZURE_OPENAI_"))
         }
         env = base_env | settings_env(settings) | self.extra_env
         self.services = {
@@ -146,7 +157,7 @@ class Pipeline:
                 "emulator",
                 [
                     *BATCHPIPE,
-                    "openai-emulator",
+                    "emulator",
                     "--port",
                     str(emulator_port),
                     "--data-dir",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
 from batchpipe.shared.kafka import ensure_topics
 from batchpipe.shared.settings import Settings
 from tests.conftest import make_test_settings
@@ -61,6 +63,7 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
         tmp_path_factory.mktemp("e2e"),
         emulator_args=["--processing-seconds", "1", "--seed", "7"],
         batch_max_requests=1500,
+        provider_routes="azure-*=azure",
     )
     yield running
     codes = running.stop()
@@ -125,16 +128,22 @@ async def test_request_produced_straight_to_kafka_gets_its_result(pipeline: Pipe
 
 @pytest.mark.timeout(300)
 async def test_ten_thousand_mixed_requests_one_result_each(pipeline: Pipeline) -> None:
-    models = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-nano"]
+    """OpenAI models and Azure deployments (routed by ``azure-*``) in one stream: one result
+    per custom_id, tagged with its provider; one model per batch, each batch within limits."""
+    models = ["gpt-4o-mini", "azure-gpt-4o-mini", "gpt-4o", "azure-gpt-4o", "gpt-4.1-nano"]
     items: list[tuple[str, bytes]] = []
+    expected: dict[str, str] = {}
     for i in range(10_000):
         cid = f"mix-{i:05d}-{uuid.uuid4().hex[:6]}"
         if i % 5 == 0:
-            items.append((cid, line(cid, "text-embedding-3-small", "/v1/embeddings")))
+            model = "azure-embeddings" if i % 10 == 0 else "text-embedding-3-small"
+            items.append((cid, line(cid, model, "/v1/embeddings")))
         else:
-            items.append((cid, line(cid, models[i % 3])))
+            model = models[i % len(models)]
+            items.append((cid, line(cid, model)))
+        expected[cid] = "azure" if model.startswith("azure-") else "openai"
     ids = {cid for cid, _ in items}
-    before = {b.id for b in await list_batches(pipeline)}
+    before = {b.id for b in await list_batches(pipeline) + await list_batches(pipeline, "azure")}
     await produce_plain(pipeline.settings, items)
     reader = ResultsFollower(pipeline.settings)
     results = await reader.read_until(ids, timeout=240, settle=3.0)
@@ -142,16 +151,23 @@ async def test_ten_thousand_mixed_requests_one_result_each(pipeline: Pipeline) -
     assert not missing, f"{len(missing)} without a result\n{pipeline.logs()}"
     assert not {cid: n for cid, n in reader.duplicates.items() if cid in ids}
     assert {results[cid].status for cid in ids} == {"succeeded"}
+    assert {cid: results[cid].provider for cid in ids} == expected
+    produced = Counter(orjson.loads(value)["body"]["model"] for _cid, value in items)
 
-    batches = [b for b in await list_batches(pipeline) if b.id not in before]
     by_model: dict[str, int] = {}
-    for batch in batches:
-        assert batch.request_counts is not None
-        assert batch.request_counts.total <= (pipeline.settings.batch_max_requests or 50_000)
-        assert batch.model is not None
-        by_model[batch.model] = by_model.get(batch.model, 0) + batch.request_counts.total
+    for provider, limit in (("openai", 50_000), ("azure", 100_000)):
+        batches = [b for b in await list_batches(pipeline, provider) if b.id not in before]
+        assert batches, provider
+        for batch in batches:
+            assert batch.request_counts is not None
+            assert batch.request_counts.total <= min(
+                pipeline.settings.batch_max_requests or limit, limit
+            )
+            assert batch.model is not None
+            assert batch.model.startswith("azure-") == (provider == "azure"), batch.model
+            by_model[batch.model] = by_model.get(batch.model, 0) + batch.request_counts.total
     # One model per batch: totals per model match what was produced for that model.
-    assert by_model.get("text-embedding-3-small") == 2000
+    assert by_model == dict(produced)
     assert sum(by_model.values()) == 10_000
     stats = pipeline.emulator_stats()
     assert stats["duplicate_custom_ids"] == 0
@@ -166,8 +182,16 @@ async def wait_for_batches(pipeline: Pipeline, count: int, timeout: float = 60) 
     raise TimeoutError(f"fewer than {count} batches after {timeout}s\n{pipeline.logs()}")
 
 
-async def list_batches(pipeline: Pipeline) -> list[openai.types.Batch]:
-    client = openai.AsyncOpenAI(base_url=f"{pipeline.emulator_url}/v1", api_key="sk-emulator")
+async def list_batches(pipeline: Pipeline, provider: str = "openai") -> list[openai.types.Batch]:
+    client = (
+        openai.AsyncAzureOpenAI(
+            azure_endpoint=pipeline.emulator_url,
+            api_key="sk-emulator",
+            api_version=AZURE_API_VERSION,
+        )
+        if provider == "azure"
+        else openai.AsyncOpenAI(base_url=f"{pipeline.emulator_url}/v1", api_key="sk-emulator")
+    )
     try:
         return [batch async for batch in client.batches.list(limit=100)]
     finally:
