@@ -273,6 +273,26 @@ class Settings(BaseSettings):
         "(1,209,600-2,592,000 s); unset: Azure's default.",
     )
 
+    # --- Anthropic (the SDK's own variables) --------------------------------------------
+    anthropic_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY"),
+        description="ANTHROPIC_API_KEY, as the anthropic SDK reads it.",
+    )
+    anthropic_base_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL"),
+        description="ANTHROPIC_BASE_URL, e.g. the local emulator's root URL (unset: "
+        "api.anthropic.com).",
+    )
+    anthropic_default_max_tokens: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="max_tokens of requests translated for Anthropic that set none (Anthropic "
+        "requires it).",
+    )
+
     # --- Operations -----------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR."

@@ -53,6 +53,7 @@ from batchpipe.shared.providers.base import (
     TAG_TOKENS,
     BatchProvider,
     CreateRequest,
+    Pending,
     Submission,
 )
 from batchpipe.shared.providers.files_api import model_tag
@@ -189,7 +190,7 @@ class DispatchSteps:
             return None
         budget = time.monotonic()
         try:
-            file_id = await self.submitter.upload(provider, path, abort=self._aborting)
+            file_id = await self.submitter.upload(provider, path, dispatch_id, abort=self._aborting)
         except Aborted:
             await self.abandon(entry)
             return None
@@ -213,8 +214,13 @@ class DispatchSteps:
         planned_at = entry.planned_at
         provider = self.providers.get(entry.provider)
 
-        async def lookup() -> Submission | None:
-            found = await provider.find([dispatch_id], not_before=planned_at)
+        async def lookup() -> Submission | Pending | None:
+            found = await provider.find(
+                [dispatch_id],
+                not_before=planned_at,
+                staged={dispatch_id: entry.file_id} if entry.file_id else None,
+                counts={dispatch_id: entry.request_count},
+            )
             return found.get(dispatch_id)
 
         request = CreateRequest(

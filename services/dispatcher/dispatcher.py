@@ -54,6 +54,8 @@ from batchpipe.shared.settings import MAX_BATCH_REQUESTS, Settings
 
 log = get_logger(__name__)
 
+IN_DOUBT_RECHECK_SECONDS = 10.0
+
 
 class Dispatcher:
     def __init__(
@@ -140,6 +142,9 @@ class Dispatcher:
         self._idle.set()
         self._in_flight = 0
         self._dispatches: set[asyncio.Task[None]] = set()
+        self._clock = clock
+        self._in_doubt: set[str] = set()  # dispatches a reconciliation left in doubt
+        self._in_doubt_next = 0.0
 
     @property
     def generation(self) -> int:
@@ -163,6 +168,7 @@ class Dispatcher:
         self.flush_metrics()
         if not self.ready.is_set():
             return
+        await self.recheck_in_doubt()
         generation = self._generation
         for window in self.windows.due():
             await self._enqueue(window, generation)
@@ -293,13 +299,28 @@ class Dispatcher:
         self.ready.set()
         log.info("dispatcher.assigned", partitions=sorted(self.assigned))
 
-    async def reconcile(self, tps: Iterable[TP]) -> dict[str, str]:
+    async def recheck_in_doubt(self) -> None:
+        """Reconcile again the dispatches left ``in_doubt`` (from the timer, at most every
+        ``IN_DOUBT_RECHECK_SECONDS``): each ends ``republished`` or ``abandoned`` once its
+        provider can tell."""
+        if not self._in_doubt or self._clock() < self._in_doubt_next:
+            return
+        self._in_doubt_next = self._clock() + IN_DOUBT_RECHECK_SECONDS
+        try:
+            await self.reconcile(self.assigned, only=set(self._in_doubt))
+        except Exception as exc:
+            log.warning("ledger.in_doubt_recheck_failed", error=repr(exc))
+
+    async def reconcile(self, tps: Iterable[TP], only: set[str] | None = None) -> dict[str, str]:
         """Settle the ledger's unfinished dispatches of ``tps`` (``reconcile.py``)."""
-        return await reconcile(
+        outcome = await reconcile(
             self.ledger.state,
             tps,
             providers=self.providers,
             steps=self.steps,
             writes=self.writes,
             metrics=self.metrics,
+            only=only,
         )
+        self._in_doubt = {d for d, result in outcome.items() if result == "in_doubt"}
+        return outcome

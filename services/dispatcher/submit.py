@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.providers.base import BatchProvider, CreateRequest, Submission
+from batchpipe.shared.providers.base import BatchProvider, CreateRequest, Pending, Submission
 
 log = get_logger(__name__)
 
@@ -82,7 +82,11 @@ class Submitter:
         await self._sleep(delay)
 
     async def upload(
-        self, provider: BatchProvider, path: Path, abort: Callable[[], bool] = lambda: False
+        self,
+        provider: BatchProvider,
+        path: Path,
+        dispatch_id: str,
+        abort: Callable[[], bool] = lambda: False,
     ) -> str | None:
         """Stage the window's file with ``provider`` (its id, or None if it needs none)."""
         transient = provider.retryable
@@ -91,7 +95,7 @@ class Submitter:
             if abort():
                 raise Aborted("upload")
             try:
-                return await provider.stage(path)
+                return await provider.stage(path, dispatch_id)
             except transient as exc:
                 await self._wait("upload", attempt, exc)
                 attempt += 1
@@ -101,12 +105,13 @@ class Submitter:
         provider: BatchProvider,
         request: CreateRequest,
         *,
-        lookup: Callable[[], Awaitable[Submission | None]],
+        lookup: Callable[[], Awaitable[Submission | Pending | None]],
         abort: Callable[[], bool] = lambda: False,
         on_attempt: Callable[[], Awaitable[None]] | None = None,
     ) -> Submission:
         """Create the batch exactly once: before each retry, ``lookup`` finds a batch that an
-        earlier attempt may have created. ``on_attempt`` runs before the first attempt (the
+        earlier attempt may have created (while it answers ``Pending``, no create is tried:
+        the lookup is repeated after a backoff). ``on_attempt`` runs before the first attempt (the
         ledger records that a create may exist from now on)."""
         transient = provider.retryable
         attempt = 0
@@ -117,6 +122,10 @@ class Submitter:
                     existing = await lookup()
                 except transient as exc:
                     await self._wait("lookup", attempt, exc)
+                    attempt += 1
+                    continue
+                if isinstance(existing, Pending):
+                    await self._wait("lookup_pending", attempt, TimeoutError(existing.batch_id))
                     attempt += 1
                     continue
                 if existing is not None:

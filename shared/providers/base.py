@@ -68,6 +68,14 @@ class Submission:
 
 
 @dataclass(frozen=True, slots=True)
+class Pending:
+    """``find`` cannot tell yet: a batch that may be the dispatch's (``batch_id``) has not
+    ended. The caller neither creates again nor abandons the window; it asks again later."""
+
+    batch_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class BatchErrorInfo:
     code: str
     message: str
@@ -128,7 +136,7 @@ class BatchProvider(ABC):
         return (*self.transient_errors, OSError, TimeoutError)
 
     @abstractmethod
-    async def stage(self, path: Path) -> str | None:
+    async def stage(self, path: Path, dispatch_id: str) -> str | None:
         """Make the window's file available to ``create``; the id to give it (or None)."""
 
     @abstractmethod
@@ -137,9 +145,16 @@ class BatchProvider(ABC):
 
     @abstractmethod
     async def find(
-        self, dispatch_ids: Iterable[str], *, not_before: float | None = None
-    ) -> dict[str, Submission]:
-        """dispatch id -> the batch created for it, for those that have one."""
+        self,
+        dispatch_ids: Iterable[str],
+        *,
+        not_before: float | None = None,
+        staged: Mapping[str, str] | None = None,
+        counts: Mapping[str, int] | None = None,
+    ) -> Mapping[str, Submission | Pending]:
+        """dispatch id -> the batch created for it, for those that have one (``Pending``
+        while the provider cannot tell yet). ``staged`` and ``counts``: each dispatch's
+        staged input and request count, for providers that identify a batch by content."""
 
     @abstractmethod
     async def find_by_id(self, batch_id: str) -> Submission | None:
@@ -182,9 +197,10 @@ class BatchProvider(ABC):
         ``requests``-topic URL (``/v1/chat/completions``)."""
         return url
 
-    def supports(self, url: str) -> bool:
-        """Whether a batch of this provider can target this ``requests``-topic URL."""
-        return True
+    def refusal(self, url: str, body: Mapping[str, Any]) -> str | None:
+        """Why this provider cannot run a request line (dead-lettered by the dispatcher,
+        refused by ingest), or None when it can."""
+        return None
 
 
 # batchpipe's labels of a batch (``CreateRequest.tags``): which dispatch made it, for which

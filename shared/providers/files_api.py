@@ -41,6 +41,7 @@ from batchpipe.shared.providers.base import (
     BatchProvider,
     CreateRequest,
     LineStream,
+    Pending,
     Progress,
     RequestLineBytes,
     RequestStream,
@@ -188,7 +189,7 @@ class FilesBatchesProvider(BatchProvider):
         )
 
     # --- dispatch -----------------------------------------------------------------------
-    async def stage(self, path: Path) -> str:
+    async def stage(self, path: Path, dispatch_id: str) -> str:
         if self.upload_client is not None:
             return await asyncio.to_thread(_upload, self.upload_client, path, self._file_extra)
         with path.open("rb") as f:
@@ -209,12 +210,17 @@ class FilesBatchesProvider(BatchProvider):
         return _submission(batch)
 
     async def find(
-        self, dispatch_ids: Iterable[str], *, not_before: float | None = None
-    ) -> dict[str, Submission]:
+        self,
+        dispatch_ids: Iterable[str],
+        *,
+        not_before: float | None = None,
+        staged: Mapping[str, str] | None = None,
+        counts: Mapping[str, int] | None = None,
+    ) -> dict[str, Submission | Pending]:
         """By the listing's ``metadata.batchpipe_dispatch_id``, newest first; stops when every
         id is found or the batches get older than ``not_before`` (minus a margin)."""
         wanted = set(dispatch_ids)
-        found: dict[str, Submission] = {}
+        found: dict[str, Submission | Pending] = {}
         if not wanted:
             return found
         floor = None if not_before is None else not_before - FIND_MARGIN_SECONDS

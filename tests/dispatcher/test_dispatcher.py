@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -15,6 +15,9 @@ from batchpipe.services.dispatcher.dispatcher import Dispatcher
 from batchpipe.services.dispatcher.ledger import LedgerEntry, coverage_of
 from batchpipe.services.dispatcher.records import Incoming
 from batchpipe.shared.contracts import BatchRecord, decode
+from batchpipe.shared.providers.base import Pending, Submission
+from batchpipe.shared.providers.openai import OpenAIProvider
+from batchpipe.shared.providers.registry import Providers
 from tests.dispatcher.fakes import (
     FakeBatches,
     FakeClient,
@@ -143,3 +146,45 @@ async def test_revocation_waits_for_every_dispatch_in_flight(tmp_path: Path) -> 
     assert list(states.values()) == [["planned", "uploaded", "abandoned"]] * 2
     assert client.batches.created == 0 and producer.sent == []
     assert all(offsets.get(("req", 0), 0) == 0 for offsets in commits)
+
+
+class UndecidedProvider(OpenAIProvider):
+    """A provider that cannot tell yet whether its running batch is ``dsp_doubt``'s, then
+    can (``decided``)."""
+
+    decided: Submission | None = None
+
+    async def find(self, dispatch_ids: Any, **_: Any) -> dict[str, Submission | Pending]:
+        if "dsp_doubt" not in set(dispatch_ids):
+            return {}
+        return {"dsp_doubt": self.decided or Pending("batch-running")}
+
+
+async def test_a_dispatch_in_doubt_is_neither_abandoned_nor_recreated_until_its_provider_tells(
+    tmp_path: Path,
+) -> None:
+    """After a crash between create and the ledger, a provider that finds batches by content
+    may not know yet: the entry stays unfinished (its requests stay covered, none windowed
+    again), the timer asks again, and the batch is republished once the provider finds it."""
+    ledger = FakeLedger()
+    positions = [("req", 0, 0), ("req", 0, 1)]
+    ledger.state.apply(ledger_entry("dsp_doubt", positions, "uploaded", file_id="staged-1"))
+    client = FakeClient()
+    provider = UndecidedProvider(cast(Any, client))
+    d, ledger, producer, _ = make_dispatcher(tmp_path, client, ledger)
+    d.providers = Providers.single(provider)
+    d.steps.providers = d.providers
+    assert await d.reconcile({("req", 0)}) == {"dsp_doubt": "in_doubt"}
+    state: str = ledger.state.entries["dsp_doubt"].state
+    assert state == "uploaded"
+    assert ledger.state.covering(("req", 0), 1) == "dsp_doubt"
+    assert producer.sent == [] and client.batches.created == 0
+    provider.decided = Submission("batch-found", "staged-1", 7)
+    d.assigned = {("req", 0)}
+    d.ready.set()
+    await d.tick()  # the timer's re-check
+    state = ledger.state.entries["dsp_doubt"].state
+    assert state == "published"
+    (sent,) = producer.sent
+    assert decode(BatchRecord, sent[1]).batch_id == "batch-found"
+    assert client.batches.created == 0

@@ -12,7 +12,7 @@ from openai import OpenAI
 
 from batchpipe.services.dispatcher.jsonl import write_jsonl
 from batchpipe.services.dispatcher.submit import Aborted, Submitter, backoff, retry_after
-from batchpipe.shared.providers.base import CreateRequest, Submission
+from batchpipe.shared.providers.base import CreateRequest, Pending, Submission
 from batchpipe.shared.providers.files_api import UPLOAD_CHUNK, _LargeReads, _upload
 from tests.dispatcher.fakes import (
     FakeBatches,
@@ -51,7 +51,7 @@ async def test_upload_retries_until_it_succeeds(tmp_path: Path) -> None:
     path = write_jsonl([b"{}"], tmp_path)
     files = FakeFiles(failures=5)
     s = Submitter(sleep=no_sleep)
-    assert await s.upload(fake_provider(FakeClient(files)), path) == "file-1"
+    assert await s.upload(fake_provider(FakeClient(files)), path, "d") == "file-1"
     assert files.calls == 6
 
 
@@ -59,7 +59,7 @@ async def test_upload_can_be_aborted(tmp_path: Path) -> None:
     path = write_jsonl([b"{}"], tmp_path)
     s = Submitter(sleep=no_sleep)
     with pytest.raises(Aborted):
-        await s.upload(fake_provider(FakeClient(FakeFiles(10))), path, abort=lambda: True)
+        await s.upload(fake_provider(FakeClient(FakeFiles(10))), path, "d", abort=lambda: True)
 
 
 async def test_create_is_not_repeated_when_lookup_finds_the_batch() -> None:
@@ -117,3 +117,21 @@ def test_the_threaded_upload_sends_the_whole_file_in_large_reads(
     file_id = _upload(client, path, {})
     assert client.files.retrieve(file_id).bytes == path.stat().st_size
     assert client.files.content(file_id).read() == path.read_bytes()
+
+
+async def test_create_waits_while_the_lookup_cannot_tell_and_never_creates_twice() -> None:
+    """A lookup answering ``Pending`` (a batch that may be this one has not ended) is asked
+    again after a backoff; no second create is tried meanwhile."""
+    batches = FakeBatches(outcomes=["lost"])
+    s = Submitter(sleep=no_sleep)
+    answers: list[Submission | Pending | None] = [
+        Pending("batch-1"),
+        Pending("batch-1"),
+        Submission(batch_id="batch-1", input_file_id="f", created_at=1),
+    ]
+
+    async def lookup() -> Submission | Pending | None:
+        return answers.pop(0)
+
+    batch = await s.create(fake_provider(FakeClient(batches=batches)), REQUEST, lookup=lookup)
+    assert batch.batch_id == "batch-1" and batches.calls == 1 and not answers
