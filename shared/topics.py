@@ -66,6 +66,29 @@ def dispatcher_ledger_spec(settings: Settings) -> TopicSpec:
     )
 
 
+# How long a staged batch input is kept: a batch lives at most a day, its results a month.
+BATCH_INPUTS_RETENTION_MS: Final = 31 * 24 * 3600 * 1000
+
+
+def batch_inputs_topic(settings: Settings) -> str:
+    """Where providers without input files keep a batch's original lines
+    (``shared/providers/input_store.py``)."""
+    return f"{settings.requests_topic}.batch-inputs"
+
+
+def batch_inputs_spec(settings: Settings) -> TopicSpec:
+    """Created by the first provider that stages a window there (Anthropic), not with the
+    pipeline's topics: a pipeline without such a provider never has it."""
+    return _spec(
+        settings,
+        batch_inputs_topic(settings),
+        {
+            "retention.ms": str(BATCH_INPUTS_RETENTION_MS),
+            "max.message.bytes": str(REQUEST_TOPIC_MAX_MESSAGE_BYTES),
+        },
+    )
+
+
 def poller_state_spec(settings: Settings) -> TopicSpec:
     return _spec(settings, settings.poller_state_topic, COMPACT)
 

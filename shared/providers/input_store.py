@@ -2,8 +2,9 @@
 
 OpenAI and Azure keep a batch's input file, so a retried request's original line is read back
 from it. Anthropic takes the requests inline and keeps nothing a client can read back, so its
-provider stages a window here instead (``<requests topic>.batch-inputs``, time-retained for
-``INPUT_RETENTION_MS``, longer than a batch plus its results live): the lines in the
+provider stages a window here instead (``<requests topic>.batch-inputs``, created on first
+use from ``shared.topics.batch_inputs_spec``, kept 31 days: longer than a batch plus its
+results live): the lines in the
 ``requests`` topic's shape, in order, in chunks of at most ``CHUNK_BYTES`` (a longer line is a
 chunk of its own), keyed by the dispatch id. ``write`` returns a reference
 ``<topic>:<partition>:<first offset>:<last offset>:<dispatch id>``, which the dispatch ledger
@@ -25,12 +26,11 @@ from typing import Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from batchpipe.shared.kafka import make_consumer, make_producer
+from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import MAX_REQUEST_SIZE
+from batchpipe.shared.topics import MAX_REQUEST_SIZE, batch_inputs_spec, batch_inputs_topic
 
 CHUNK_BYTES: Final = 1024 * 1024
-INPUT_RETENTION_MS: Final = 31 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,22 +72,19 @@ def chunks(lines: Iterable[bytes], limit: int = CHUNK_BYTES) -> Iterable[bytes]:
         yield b"\n".join(part)
 
 
-def input_topic(settings: Settings) -> str:
-    return f"{settings.requests_topic}.batch-inputs"
-
-
 class InputStore:
     """Writes and reads staged windows (one producer, started on first use)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = input_topic(settings)
+        self.topic = batch_inputs_topic(settings)
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
+                await ensure_topics(self.settings, [batch_inputs_spec(self.settings)])
                 producer = make_producer(
                     self.settings, max_request_size=MAX_REQUEST_SIZE + 1024 * 1024
                 )
