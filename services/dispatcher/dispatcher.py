@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from batchpipe.services.dispatcher.backoff import Backoff
@@ -47,14 +48,17 @@ from batchpipe.services.dispatcher.reconcile import reconcile
 from batchpipe.services.dispatcher.records import TP, Record
 from batchpipe.services.dispatcher.submit import Submitter
 from batchpipe.services.dispatcher.token_budget import TokenBudget, max_window_bytes
+from batchpipe.services.dispatcher.validate import Invalid, Row
 from batchpipe.services.dispatcher.window import Window, Windows
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.providers.registry import Providers
+from batchpipe.shared.providers.base import BatchProvider
+from batchpipe.shared.providers.registry import Providers, UnknownProvider
 from batchpipe.shared.settings import MAX_BATCH_REQUESTS, Settings
 
 log = get_logger(__name__)
 
 IN_DOUBT_RECHECK_SECONDS = 10.0
+_UNSEEN = object()
 
 
 class Dispatcher:
@@ -133,7 +137,10 @@ class Dispatcher:
             generation=lambda: self._generation,
             dead_letter=self.writes.dead_letter,
             enqueue=self._enqueue,
+            check=self._provider_check,
         )
+        # model -> the provider that may refuse its lines, None if none does (cached)
+        self._refusers: dict[str, BatchProvider | Invalid | None] = {}
         # set while partitions are being revoked: dispatches that have not attempted
         # ``create`` yet give up
         self.aborting = False
@@ -145,6 +152,27 @@ class Dispatcher:
         self._clock = clock
         self._in_doubt: set[str] = set()  # dispatches a reconciliation left in doubt
         self._in_doubt_next = 0.0
+
+    def _provider_check(self, row: Row) -> Invalid | None:
+        """Dead-letter what the model's provider cannot run (``BatchProvider.refusal``), or a
+        model routed to a provider this process has no credentials for."""
+        _custom_id, url, model, line = row
+        refuser = self._refusers.get(model, _UNSEEN)
+        if refuser is _UNSEEN:
+            refuser = self._refusers[model] = self._refuser_of(model)
+        if refuser is None or isinstance(refuser, Invalid):
+            return refuser
+        assert isinstance(refuser, BatchProvider)
+        reason = type(refuser).refuses(self.settings, url, orjson.loads(line)["body"])
+        return None if reason is None else Invalid(f"{refuser.name}_refused", reason)
+
+    def _refuser_of(self, model: str) -> BatchProvider | Invalid | None:
+        name = self.providers.name_for(model)
+        try:
+            provider = self.providers.get(name)
+        except UnknownProvider as exc:
+            return Invalid("provider_not_configured", str(exc))
+        return provider if provider.may_refuse else None
 
     @property
     def generation(self) -> int:

@@ -35,7 +35,7 @@ from batchpipe.services.dispatcher.records import (
     attempt_of,
     offsets_of_one_partition,
 )
-from batchpipe.services.dispatcher.validate import Invalid, validate_row
+from batchpipe.services.dispatcher.validate import Invalid, Row, validate_row
 from batchpipe.services.dispatcher.window import Window, Windows
 from batchpipe.shared.logs import get_logger
 
@@ -65,8 +65,11 @@ class Intake:
         generation: Callable[[], int],
         dead_letter: Callable[[Incoming, Invalid], Awaitable[None]],
         enqueue: Callable[[Window, int], Awaitable[None]],
+        check: Callable[[Row], Invalid | None] | None = None,
     ) -> None:
         self.windows = windows
+        # the provider's own refusal of a valid line (e.g. untranslatable for Anthropic)
+        self._check = check
         self.offsets = offsets
         self.ledger = ledger
         self.metrics = metrics
@@ -104,7 +107,10 @@ class Intake:
             return False
         self.consumed += len(offsets)
         max_bytes = self.windows.max_bytes
-        rows = [validate_row(r.value, max_bytes) for r in records]
+        rows: list[Row | Invalid] = [validate_row(r.value, max_bytes) for r in records]
+        check = self._check
+        if check is not None:
+            rows = [(check(row) or row) if type(row) is tuple else row for row in rows]
         attempts = (
             [attempt_of(r.headers) for r in records] if any(r.headers for r in records) else None
         )
@@ -161,6 +167,8 @@ class Intake:
                         done(tp, offset)
                         continue
                     row = validate_row(record.value, max_bytes)
+                    if self._check is not None and type(row) is tuple:
+                        row = self._check(row) or row
                     if isinstance(row, Invalid):
                         pending, action = record, row
                         break

@@ -49,6 +49,7 @@ from batchpipe.services.ingest.worker_metrics import mark_dead_at_shutdown, metr
 from batchpipe.shared.kafka import topic_exists
 from batchpipe.shared.logs import configure_logging, get_logger
 from batchpipe.shared.ops_http import ops_router
+from batchpipe.shared.providers.registry import refusal_check
 from batchpipe.shared.request_schema import request_body_schema
 from batchpipe.shared.settings import Settings, load_settings
 
@@ -183,7 +184,7 @@ def create_app(
     max_items = settings.ingest_max_items
     default_model = settings.default_model
     default_kwargs = dict(settings.default_request_kwargs)
-    encoder = LineEncoder(default_model, default_kwargs)
+    encoder = LineEncoder(default_model, default_kwargs, refusal_check(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

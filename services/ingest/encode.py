@@ -6,7 +6,9 @@ given as bare chat messages — the original sample's shape and the bulk of most
 the contract model: its messages are checked (``check_messages``) and serialised once, between
 a prefix and suffix computed once per process from the defaults. Every other shape goes through
 ``normalize_item`` and the contract. Either way an item is refused (``ItemRefused``) with the
-reason shown to the user; ``ItemTooLarge`` when its line would not fit in a Kafka record.
+reason shown to the user; ``ItemTooLarge`` when its line would not fit in a Kafka record;
+and when the model's provider cannot run the line (``refusal``: e.g. a chat parameter with
+no Anthropic equivalent), with the provider's reason, so it is never sent to fail later.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Final
 import orjson
 
 from batchpipe.shared.contracts import encode
+from batchpipe.shared.providers.registry import Refusal
 from batchpipe.shared.request_items import (
     CHAT_URL,
     ItemRefused,
@@ -43,9 +46,23 @@ class LineEncoder:
     """Items → (custom_id, value) for one set of defaults (the model and parameters merged into
     bare-message items)."""
 
-    __slots__ = ("_default_kwargs", "_default_model", "_partial_middle")
+    __slots__ = (
+        "_check_bare",
+        "_default_kwargs",
+        "_default_model",
+        "_partial_middle",
+        "_refusal",
+    )
 
-    def __init__(self, default_model: str, default_kwargs: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        default_model: str,
+        default_kwargs: Mapping[str, Any],
+        refusal: Refusal | None = None,
+    ) -> None:
+        self._refusal = refusal
+        # bare messages take the default model: checked only if its provider may refuse
+        self._check_bare = refusal is not None and refusal.applies(default_model)
         self._default_model = default_model
         self._default_kwargs = dict(default_kwargs)
         base = {"model": default_model, **self._default_kwargs}
@@ -67,9 +84,13 @@ class LineEncoder:
             except (TypeError, ValueError) as exc:  # nesting deeper than orjson writes
                 raise ItemRefused(f"item cannot be serialised: {exc}") from None
             value = b'{"custom_id":"%s%s%s}}' % (custom_id.encode(), self._partial_middle, messages)
+            if self._check_bare:
+                self._refuse(self._default_model, CHAT_URL, orjson.loads(value)["body"])
         else:
             line = normalize_item(item, self._default_model, self._default_kwargs)
             custom_id = line.custom_id
+            if self._refusal is not None and self._refusal.applies(line.model):
+                self._refuse(line.model, line.url, line.body)
             try:
                 value = encode(line)
             except (TypeError, ValueError) as exc:
@@ -77,3 +98,9 @@ class LineEncoder:
         if len(value) > MAX_VALUE_BYTES:
             raise ItemTooLarge(f"item is {len(value)} bytes; at most {MAX_VALUE_BYTES}")
         return custom_id, value
+
+    def _refuse(self, model: str, url: str, body: Mapping[str, Any]) -> None:
+        assert self._refusal is not None
+        reason = self._refusal(model, url, body)
+        if reason is not None:
+            raise ItemRefused(f"model {model!r}: {reason}")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, Literal
 
 from batchpipe.shared.contracts import BatchRecord
+from batchpipe.shared.settings import Settings
 
 BatchStatus = Literal["completed", "failed", "expired", "cancelled"]
 TERMINAL_BATCH_STATUSES: Final = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -197,9 +198,14 @@ class BatchProvider(ABC):
         ``requests``-topic URL (``/v1/chat/completions``)."""
         return url
 
-    def refusal(self, url: str, body: Mapping[str, Any]) -> str | None:
-        """Why this provider cannot run a request line (dead-lettered by the dispatcher,
-        refused by ingest), or None when it can."""
+    # whether ``refuses`` can ever refuse (saves the check for providers that never do)
+    may_refuse: ClassVar[bool] = False
+
+    @classmethod
+    def refuses(cls, settings: Settings, url: str, body: Mapping[str, Any]) -> str | None:
+        """Why this provider cannot run a request line (refused with 422 by ingest,
+        dead-lettered by the dispatcher), or None when it can. Needs no client: ingest asks
+        it without the provider's credentials."""
         return None
 
 

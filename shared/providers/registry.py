@@ -9,7 +9,7 @@ naming the missing variable before anything is consumed, never a silent drop lat
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 from batchpipe.shared.providers.azure import AzureOpenAIProvider
 from batchpipe.shared.providers.base import BatchProvider, Limits
@@ -81,6 +81,36 @@ def make_providers(settings: Settings) -> Providers:
     # (a client built before a later one fails has opened no connection yet: nothing to close)
     built = {name: PROVIDERS[name].from_settings(settings) for name in sorted(routes.names())}
     return Providers(built, routes)
+
+
+class Refusal:
+    """What each model's provider refuses (``BatchProvider.refuses``), for ingest, which
+    builds no provider (it has no provider credentials)."""
+
+    def __init__(
+        self, settings: Settings, routes: Routes, refusers: Mapping[str, type[BatchProvider]]
+    ) -> None:
+        self._settings = settings
+        self._routes = routes
+        self._refusers = refusers
+
+    def applies(self, model: str) -> bool:
+        """Whether ``model``'s provider may refuse a line at all."""
+        return self._routes.provider_for(model) in self._refusers
+
+    def __call__(self, model: str, url: str, body: Mapping[str, Any]) -> str | None:
+        """The reason ``model``'s provider cannot run this line, or None."""
+        cls = self._refusers.get(self._routes.provider_for(model))
+        return None if cls is None else cls.refuses(self._settings, url, body)
+
+
+def refusal_check(settings: Settings) -> Refusal | None:
+    """The ``Refusal`` of these settings' routes; None when no routed provider refuses."""
+    routes = Routes.from_settings(settings)
+    refusers: dict[str, type[BatchProvider]] = {
+        n: c for n, c in PROVIDERS.items() if n in routes.names() and c.may_refuse
+    }
+    return Refusal(settings, routes, refusers) if refusers else None
 
 
 def check_providers(settings: Settings) -> None:
