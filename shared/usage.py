@@ -43,6 +43,26 @@ def _detail(usage: Mapping[str, Any], detail: tuple[str, ...], name: str) -> int
 
 def normalize_usage(usage: Any) -> dict[str, int | None] | None:
     """The common usage object of a provider's ``usage`` (None when there is none)."""
+    if type(usage) is dict and len(usage) == 3 and "completion_tokens" in usage:
+        # the common case, chat without details: {prompt, completion, total}
+        given, taken, total = (
+            usage.get("prompt_tokens"),
+            usage["completion_tokens"],
+            usage.get("total_tokens"),
+        )
+        if (
+            type(given) is int
+            and type(taken) is int
+            and type(total) is int
+            and min(given, taken, total) >= 0
+        ):
+            return {
+                "input_tokens": given,
+                "output_tokens": taken,
+                "total_tokens": total,
+                "cached_tokens": None,
+                "reasoning_tokens": None,
+            }
     if not isinstance(usage, Mapping) or not usage:
         return None
     tokens_in = _first(usage, "prompt_tokens", "input_tokens") or 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -94,7 +95,12 @@ class MemoryProvider(FilesBatchesProvider):
         self.files = files
         self.opened: list[str] = []
 
-    async def _lines(self, file_id: str, *, blank: bool = False) -> AsyncIterator[str]:
+    @contextlib.asynccontextmanager
+    async def _open(self, file_id: str) -> AsyncIterator[AsyncIterator[str]]:
         self.opened.append(file_id)
-        for line in self.files[file_id]:
-            yield orjson.dumps(line).decode()
+
+        async def lines() -> AsyncIterator[str]:
+            for line in self.files[file_id]:
+                yield orjson.dumps(line).decode()
+
+        yield lines()
