@@ -102,7 +102,7 @@ def test_every_item_shape_and_the_unwrapped_single_item() -> None:
         ({"messages": []}, "empty list of messages"),
         ({"messages": MSG, "stream": True}, "stream: true"),
         ({"body": {"messages": MSG, "stream": True}}, "stream: true"),
-        ({"url": "/v1/completions", "body": {"messages": MSG}}, "url '/v1/completions' not"),
+        ({"url": "/v1/images/generations", "body": {"prompt": "x"}}, "url '/v1/images/gen"),
         ({"method": "GET", "body": {"messages": MSG}}, "method must be 'POST'"),
         ({"body": "x"}, "body is a string"),
         ({"body": {"model": "m"}}, "body.messages is required"),
