@@ -44,6 +44,11 @@ ENDPOINT_PARAMS: Final = {
         "openai.types.responses.response_create_params",
         "ResponseCreateParamsNonStreaming",
     ),
+    "/v1/completions": (
+        "openai.types.completion_create_params",
+        "CompletionCreateParamsNonStreaming",
+    ),
+    "/v1/moderations": ("openai.types.moderation_create_params", "ModerationCreateParams"),
 }
 PARAM_DEPTH: Final = 0
 MESSAGE_DEPTH: Final = 3

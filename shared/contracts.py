@@ -23,8 +23,16 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Endpoint = Literal["/v1/chat/completions", "/v1/embeddings", "/v1/responses"]
-ENDPOINTS: Final[tuple[str, ...]] = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
+Endpoint = Literal[
+    "/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/completions", "/v1/moderations"
+]
+ENDPOINTS: Final[tuple[str, ...]] = (
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/moderations",
+)
 
 CUSTOM_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 _CUSTOM_ID_RE: Final = re.compile(CUSTOM_ID_PATTERN)

@@ -210,6 +210,61 @@ ENDPOINTS: Final[dict[str, dict[str, Any]]] = {
         },
         "required": [],
     },
+    "/v1/completions": {
+        "properties": {
+            "model": {"type": "string"},
+            "prompt": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "array", "items": {"type": "integer"}},
+                    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                    {"type": "null"},
+                ]
+            },
+            "best_of": {"type": ["integer", "null"]},
+            "echo": {"type": ["boolean", "null"]},
+            "frequency_penalty": {"type": ["number", "null"]},
+            "logit_bias": {
+                "anyOf": [
+                    {"type": "object", "additionalProperties": {"type": "integer"}},
+                    {"type": "null"},
+                ]
+            },
+            "logprobs": {"type": ["integer", "null"]},
+            "max_tokens": {"type": ["integer", "null"]},
+            "n": {"type": ["integer", "null"]},
+            "presence_penalty": {"type": ["number", "null"]},
+            "seed": {"type": ["integer", "null"]},
+            "stop": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "null"},
+                ]
+            },
+            "stream_options": {"type": ["object", "null"]},
+            "suffix": {"type": ["string", "null"]},
+            "temperature": {"type": ["number", "null"]},
+            "top_p": {"type": ["number", "null"]},
+            "user": {"type": "string"},
+            "stream": {"anyOf": [{"type": "boolean", "enum": [False]}, {"type": "null"}]},
+        },
+        "required": ["model", "prompt"],
+    },
+    "/v1/moderations": {
+        "properties": {
+            "input": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "array", "items": {"type": "object"}},
+                ]
+            },
+            "model": {"type": "string"},
+        },
+        "required": ["input"],
+    },
 }
 
 MESSAGES: Final[dict[str, dict[str, Any]]] = {

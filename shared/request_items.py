@@ -8,12 +8,14 @@ An item is
   ``{"model": default_model, **default_kwargs, "messages": [...]}``;
 - an object ``{"custom_id"?, "messages": [...], "model"?, ...other chat parameters}``;
 - a full OpenAI batch line ``{"custom_id"?, "method"?: "POST", "url"?, "body": {...}}``
-  (``url`` one of ``ENDPOINTS``, default ``/v1/chat/completions``).
+  (``url`` one of ``ENDPOINTS``, default ``/v1/chat/completions``; the body needs what
+  ``request_schema.REQUIRED`` says: ``messages``, ``input`` or, for completions, ``prompt``).
 
 A missing ``custom_id`` is generated (``new_custom_id``: time-ordered, UUIDv7 layout), a
-missing model is ``default_model``. ``normalize_item`` raises ``ItemRefused`` with a short,
-user-facing reason (a client's value is never repr'd whole: see ``_shown``);
-``DuplicateIds`` spots a custom_id seen before in the same submission.
+missing model is the endpoint's own default (``request_schema.DEFAULT_MODELS``: moderations
+take OpenAI's ``omni-moderation-latest``) or else ``default_model``. ``normalize_item``
+raises ``ItemRefused`` with a short, user-facing reason (a client's value is never repr'd
+whole: see ``_shown``); ``DuplicateIds`` spots a custom_id seen before in the same submission.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from pydantic import ValidationError
 from batchpipe.shared import request_schema
 from batchpipe.shared.contracts import ENDPOINTS, RequestLine, is_valid_custom_id
 from batchpipe.shared.request_schema import (
+    DEFAULT_MODELS,
     MESSAGE_VALIDATORS,
     PARAM_NAMES,
     PARAM_VALIDATORS,
     PLAIN_TEXT_ROLES,
+    REQUIRED,
     STREAM_ONLY,
     SchemaError,
 )
@@ -189,16 +193,13 @@ def _batch_line(item: dict[str, Any], default_model: str) -> RequestLine:
     if not isinstance(raw_body, dict):
         raise ItemRefused(f"body is {_type(raw_body)}; expected an object")
     body = dict(raw_body)
+    for name in REQUIRED[url]:
+        if name not in body:
+            raise ItemRefused(f"body.{name} is required for {url}")
+    _check_params(body, url, "body.")
     if url == CHAT_URL:
-        if "messages" not in body:
-            raise ItemRefused("body.messages is required for /v1/chat/completions")
-        _check_params(body, url, "body.")
         check_messages(body["messages"], "body.messages")
-    else:
-        if "input" not in body:
-            raise ItemRefused(f"body.input is required for {url}")
-        _check_params(body, url, "body.")
-    body.setdefault("model", default_model)
+    body.setdefault("model", DEFAULT_MODELS.get(url, default_model))
     return _build(custom_id, url, body)
 
 

@@ -4,10 +4,12 @@ OpenAPI document and for the validation every front door runs (``shared.request_
 Built from ``shared.openai_params`` (derived from the openai SDK's request TypedDicts: each
 endpoint's parameter names, JSON types and literal values, each chat role's message shape) plus
 what the SDK's types cannot say and OpenAI enforces line by line (``_RANGES``, ``_REPLACED``):
-numeric ranges, ``stop`` at most 4 strings, a non-empty ``model``; a message of role
-``assistant`` needs ``content``, ``tool_calls`` or ``function_call``. Parameters OpenAI only
-takes with ``stream: true`` are left out (``STREAM_ONLY``), and so is anything unknown: OpenAI
-refuses unrecognised arguments. ``model`` is never required (ingest adds its default).
+numeric ranges, ``stop`` at most 4 strings, a non-empty ``model``, a given (non-null, non-empty)
+``prompt`` or ``input``; a message of role ``assistant`` needs ``content``, ``tool_calls`` or
+``function_call``. Parameters OpenAI only takes with ``stream: true`` are left out
+(``STREAM_ONLY``), and so is anything unknown: OpenAI refuses unrecognised arguments.
+``model`` is never required: ingest adds the model of ``DEFAULT_MODELS`` for the endpoint, or
+else the service's default model (a window is one model, so every line must name one).
 
 The validators are compiled from the same dicts (``fastjsonschema``): one per message role and
 one per endpoint's parameters. A body is valid exactly when its parameters pass the endpoint's
@@ -40,7 +42,13 @@ REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "/v1/chat/completions": ("messages",),
     "/v1/embeddings": ("input",),
     "/v1/responses": ("input",),
+    "/v1/completions": ("prompt",),
+    "/v1/moderations": ("input",),
 }
+# The model a line of these endpoints gets when it names none, instead of the service's
+# default model (a chat model, which these endpoints would refuse): OpenAI's own default for
+# the endpoint, so that a line means here what it means at OpenAI.
+DEFAULT_MODELS: Final[Mapping[str, str]] = {"/v1/moderations": "omni-moderation-latest"}
 
 _NULL: Final = {"type": "null"}
 _SAMPLING: Final[Schema] = {
@@ -64,6 +72,17 @@ _RANGES: Final[Mapping[str, Schema]] = {
         "max_output_tokens": {"minimum": 16},
         "max_tool_calls": {"minimum": 1},
     },
+    "/v1/completions": {
+        "temperature": {"minimum": 0, "maximum": 2},
+        "top_p": {"minimum": 0, "maximum": 1},
+        "frequency_penalty": {"minimum": -2, "maximum": 2},
+        "presence_penalty": {"minimum": -2, "maximum": 2},
+        "n": {"minimum": 1, "maximum": 128},
+        "best_of": {"minimum": 0, "maximum": 20},
+        "logprobs": {"minimum": 0, "maximum": 5},
+        "max_tokens": {"minimum": 0},
+    },
+    "/v1/moderations": {},
 }
 _METADATA: Final = {
     "anyOf": [
@@ -77,27 +96,29 @@ _METADATA: Final = {
     ]
 }
 _MODEL: Final = {"type": "string", "minLength": 1}
+_STOP: Final = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+        _NULL,
+    ]
+}
+_LOGIT_BIAS: Final = {
+    "anyOf": [
+        {
+            "type": "object",
+            "additionalProperties": {"type": "integer", "minimum": -100, "maximum": 100},
+        },
+        _NULL,
+    ]
+}
 # Parameters whose SDK-derived schema is replaced whole (same JSON types, narrower).
 _REPLACED: Final[Mapping[str, Schema]] = {
     "/v1/chat/completions": {
         "model": _MODEL,
         "metadata": _METADATA,
-        "stop": {
-            "anyOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-                _NULL,
-            ]
-        },
-        "logit_bias": {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "additionalProperties": {"type": "integer", "minimum": -100, "maximum": 100},
-                },
-                _NULL,
-            ]
-        },
+        "stop": _STOP,
+        "logit_bias": _LOGIT_BIAS,
     },
     "/v1/embeddings": {
         "model": _MODEL,
@@ -122,6 +143,36 @@ _REPLACED: Final[Mapping[str, Schema]] = {
         },
     },
     "/v1/responses": {"model": _MODEL, "metadata": _METADATA},
+    "/v1/completions": {
+        "model": _MODEL,
+        "stop": _STOP,
+        "logit_bias": _LOGIT_BIAS,
+        "prompt": {
+            "description": "Text, texts, a token array or token arrays; never null or an empty "
+            "list.",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                },
+            ],
+        },
+    },
+    "/v1/moderations": {
+        "model": {**_MODEL, "description": "Defaults to 'omni-moderation-latest'."},
+        "input": {
+            "description": "Text, texts, or text and image_url parts; never an empty list.",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            ],
+        },
+    },
 }
 _ASSISTANT_NEEDS: Final[Schema] = {
     "description": "an assistant message needs 'content', 'tool_calls' or 'function_call'",
@@ -219,6 +270,8 @@ def item_schema() -> Schema:
         }
         if url == CHAT_URL:
             line["description"] = "url defaults to /v1/chat/completions; body.model defaults."
+        elif url in DEFAULT_MODELS:
+            line["description"] = f"body.model defaults to {DEFAULT_MODELS[url]!r}."
         lines.append(line)
     bare = {
         "title": "Chat messages",

@@ -40,7 +40,7 @@ def test_a_request_line_is_exactly_an_openai_batch_line() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"url": "/v1/completions"}, "url"),
+        ({"url": "/v1/images/generations"}, "url"),
         ({"method": "GET"}, "method"),
         ({"custom_id": ""}, "custom_id"),
         ({"custom_id": "x" * 65}, "custom_id"),

@@ -50,7 +50,7 @@ from batchpipe.shared.kafka import topic_exists
 from batchpipe.shared.logs import configure_logging, get_logger
 from batchpipe.shared.ops_http import ops_router
 from batchpipe.shared.providers.registry import refusal_check
-from batchpipe.shared.request_schema import request_body_schema
+from batchpipe.shared.request_schema import DEFAULT_MODELS, REQUIRED, request_body_schema
 from batchpipe.shared.settings import Settings, load_settings
 
 log = get_logger(__name__)
@@ -161,6 +161,17 @@ def _json(content: Any, status_code: int, headers: Mapping[str, str] | None = No
         headers=dict(headers) if headers else None,
         media_type="application/json",
     )
+
+
+def _endpoint_list() -> str:
+    """The batch endpoints for the route's description, each with the field its body needs
+    and its own default model if it has one (``request_schema``: the document and the
+    validator read the same tables)."""
+    parts = []
+    for url, needs in REQUIRED.items():
+        own = f"; model defaults to `{DEFAULT_MODELS[url]}`" if url in DEFAULT_MODELS else ""
+        parts.append(f"`{url}` (`{'`, `'.join(needs)}`{own})")
+    return ", ".join(parts)
 
 
 def create_app(
@@ -311,10 +322,10 @@ def create_app(
             f"`{orjson.dumps(default_kwargs).decode()}`, then the messages), an object with "
             "`messages` (optional `custom_id`; any chat parameter; `model` defaults), or an "
             "OpenAI batch line (`custom_id`, `method`, `url`, `body`) for "
-            "`/v1/chat/completions`, `/v1/embeddings` or `/v1/responses`. Each body is checked "
-            "as OpenAI checks a batch line: known parameters only, with their types and ranges, "
-            "and role-specific messages; `stream` must not be true. Beside the schema: "
-            "custom_ids are unique within one POST (422); more than "
+            f"{_endpoint_list()}. Each body is checked as OpenAI checks a batch line: known "
+            "parameters only, with their types and ranges, and role-specific messages; "
+            "`stream` must not be true. Beside the schema: custom_ids are unique within one "
+            "POST (422); more than "
             f"{max_items} items (413); body over {max_bytes} bytes (413); an item over the Kafka "
             "message limit (413); nesting too deep to serialise (422). All or nothing: "
             "answers 202 only once every item is acknowledged by Kafka."

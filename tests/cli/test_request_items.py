@@ -60,6 +60,28 @@ def test_full_batch_lines_for_each_endpoint() -> None:
     assert emb.url == "/v1/embeddings" and emb.model == "text-embedding-3-small"
     chat = norm({"body": {"messages": [{"role": "user", "content": "x"}]}})
     assert chat.url == "/v1/chat/completions" and chat.model == "gpt-4o-mini"
+    completion = norm(
+        {
+            "custom_id": "c1",
+            "url": "/v1/completions",
+            "body": {"model": "gpt-3.5-turbo-instruct", "prompt": ["a", "b"], "best_of": 3},
+        }
+    )
+    assert completion.url == "/v1/completions" and completion.model == "gpt-3.5-turbo-instruct"
+    assert completion.body["prompt"] == ["a", "b"] and "max_tokens" not in completion.body
+    moderation = norm({"url": "/v1/moderations", "body": {"input": "x", "model": "omni-mod"}})
+    assert moderation.url == "/v1/moderations" and moderation.model == "omni-mod"
+
+
+def test_a_line_without_a_model_gets_its_endpoints_own_default_or_the_services() -> None:
+    """Moderations default to OpenAI's own default model (the service's default is a chat
+    model, which /v1/moderations refuses); every other endpoint to the service's default.
+    Either way the line names a model, which the dispatcher's windows need."""
+    moderation = norm({"url": "/v1/moderations", "body": {"input": ["a", "b"]}})
+    assert moderation.body == {"input": ["a", "b"], "model": "omni-moderation-latest"}
+    completion = norm({"url": "/v1/completions", "body": {"prompt": "x"}})
+    assert completion.body == {"prompt": "x", "model": "gpt-4o-mini"}  # no chat defaults
+    assert norm([{"role": "user", "content": "x"}]).url == "/v1/chat/completions"
 
 
 @pytest.mark.parametrize(
@@ -77,6 +99,11 @@ def test_full_batch_lines_for_each_endpoint() -> None:
         ({"method": "GET", "body": {"messages": [{"role": "user"}]}}, "method must be 'POST'"),
         ({"body": {"model": "m"}}, "body.messages is required"),
         ({"url": "/v1/embeddings", "body": {"model": "m"}}, "body.input is required"),
+        ({"url": "/v1/completions", "body": {"model": "m"}}, "body.prompt is required for"),
+        ({"url": "/v1/completions", "body": {"messages": [{"role": "user"}]}}, "body.prompt"),
+        ({"url": "/v1/moderations", "body": {"model": "m"}}, "body.input is required for"),
+        ({"url": "/v1/moderations", "body": {"input": "x", "model": ""}}, "non-empty string"),
+        ({"url": "/v1/completions", "body": {"prompt": "x", "stream": True}}, "stream: true"),
         ({"body": [1]}, "body is a list"),
         ({"body": {"messages": [{"role": "user"}]}, "extra": 1}, "unknown field(s) 'extra'"),
         ({"messages": [{"role": "user"}], "url": "/v1/embeddings"}, "belong(s) to a batch line"),

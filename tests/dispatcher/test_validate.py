@@ -79,6 +79,24 @@ def test_invalid_lines_have_a_reason(value: bytes | None, reason: str) -> None:
     assert result.reason == reason
 
 
+@pytest.mark.parametrize("url", ["/v1/completions", "/v1/moderations"])
+def test_completions_and_moderations_lines_go_into_batches(url: str) -> None:
+    """Every endpoint of the contract is a Batch API endpoint here too: ingest's lines
+    (complete, one line) are kept byte for byte, others re-encoded; a line without a model
+    is still refused (ingest always adds one)."""
+    body = {"model": "m", "prompt" if url == "/v1/completions" else "input": "x"}
+    raw = orjson.dumps(req(url=url, body=body))
+    result = validate(raw, 10_000)
+    assert isinstance(result, Valid) and result.line is raw
+    assert (result.endpoint, result.model, result.custom_id) == (url, "m", "a-1")
+    assert validate_row(raw, 10_000) == ("a-1", url, "m", raw)
+    spaced = orjson.dumps(req(url=url, body=body), option=orjson.OPT_INDENT_2)
+    again = validate(spaced, 10_000)
+    assert isinstance(again, Valid) and orjson.loads(again.line) == orjson.loads(raw)
+    missing = validate(orjson.dumps(req(url=url, body={"input": "x"})), 10_000)
+    assert isinstance(missing, Invalid) and missing.reason == "no_model"
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -98,6 +116,10 @@ def test_invalid_lines_have_a_reason(value: bytes | None, reason: str) -> None:
         orjson.dumps(req(custom_id="x" * 65)),
         orjson.dumps(req(url=5)),
         orjson.dumps(req(url="/v1/responses", custom_id="a:b.c_d-e")),
+        orjson.dumps(req(url="/v1/completions", body={"model": "i", "prompt": "x"})),
+        orjson.dumps(req(url="/v1/moderations", body={"model": "o", "input": ["x"]})),
+        orjson.dumps(req(url="/v1/moderations", body={"input": "x"})),
+        b'{"custom_id":"a","url":"/v1/completions","body":{"model":"m","prompt":"x"}}',
         b'{"custom_id":"a","url":"/v1/embeddings","body":{"model":"m"}}',
         b"42",
     ],

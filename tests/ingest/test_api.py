@@ -78,6 +78,43 @@ async def test_every_shape_lands_with_its_custom_id(
     assert lines["obj-1"].body == {"messages": MSG, "model": "gpt-4o"}
 
 
+async def test_completions_and_moderations_lines_land_and_are_documented(
+    ingest: Ingest, settings: Settings, consumer_factory: ConsumerFactory
+) -> None:
+    _, client = ingest
+    items: list[Any] = [
+        {"custom_id": "cmpl-1", "url": "/v1/completions", "body": {"prompt": "x", "n": 2}},
+        {"custom_id": "mod-1", "url": "/v1/moderations", "body": {"input": ["a", "b"]}},
+        MSG,
+    ]
+    response = await client.post("/requests", json={"data": items})
+    assert response.status_code == 202, response.text
+    ids = response.json()["ids"]
+    refused = await client.post(
+        "/requests", json={"url": "/v1/completions", "body": {"prompt": "x", "logprobs": 9}}
+    )
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [{"index": 0, "reason": "body.logprobs must be <= 5, not 9"}]
+
+    consumer = await consumer_factory(settings.requests_topic)
+    records = await drain(consumer, 3, settle=0.5)
+    lines = {r.key.decode(): decode(RequestLine, r.value) for r in records}
+    assert sorted(lines) == sorted(ids)
+    assert lines["cmpl-1"].url == "/v1/completions"
+    assert lines["cmpl-1"].body == {"prompt": "x", "n": 2, "model": settings.default_model}
+    assert lines["mod-1"].url == "/v1/moderations"
+    assert lines["mod-1"].body == {"input": ["a", "b"], "model": "omni-moderation-latest"}
+    assert lines[ids[2]].url == "/v1/chat/completions"
+
+    operation = (await client.get("/openapi.json")).json()["paths"]["/requests"]["post"]
+    assert "`/v1/completions` (`prompt`)" in operation["description"]
+    assert "`/v1/moderations` (`input`; model defaults to" in operation["description"]
+    item = operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1]
+    titles = [branch["title"] for branch in item["oneOf"]]
+    assert "OpenAI batch line for /v1/completions" in titles
+    assert "OpenAI batch line for /v1/moderations" in titles
+
+
 async def test_a_big_post_is_prepared_off_the_loop_and_lands(
     ingest: Ingest, settings: Settings, topic_size: EndOffsets
 ) -> None:

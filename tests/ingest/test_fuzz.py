@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from starlette.testclient import TestClient
 
 from batchpipe.services.ingest.app import create_app
+from batchpipe.shared.contracts import ENDPOINTS
 from batchpipe.shared.request_items import ROLES
 from batchpipe.shared.settings import Settings
 from tests.ingest.schema_strategies import json_values as json_values_of
@@ -46,11 +47,15 @@ chat_object = st.fixed_dictionaries(
     },
 )
 batch_line = st.fixed_dictionaries(
-    {"body": st.fixed_dictionaries({}, optional={"messages": messages, "input": json_values})},
+    {
+        "body": st.fixed_dictionaries(
+            {}, optional={"messages": messages, "input": json_values, "prompt": json_values}
+        )
+    },
     optional={
         "custom_id": custom_ids,
         "method": st.sampled_from(["POST", "GET"]),
-        "url": st.sampled_from(["/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/x"]),
+        "url": st.sampled_from([*ENDPOINTS, "/x"]),
     },
 )
 item = messages | chat_object | batch_line | json_values

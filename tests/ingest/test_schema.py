@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 from batchpipe.devtools import openai_params as derive_params
 from batchpipe.shared import openai_params, request_schema
+from batchpipe.shared.contracts import ENDPOINTS
 from batchpipe.shared.request_items import ItemRefused, normalize_item
 from tests.ingest.schema_strategies import JSON_VALUES, mutated, valid, validator
 
@@ -19,6 +20,8 @@ ITEM_SCHEMA = request_schema.item_schema()
 ITEM = validator(ITEM_SCHEMA)
 VALID_ITEMS = valid(ITEM_SCHEMA)
 MSG = [{"role": "user", "content": "hi"}]
+CMPL = {"custom_id": "c", "url": "/v1/completions"}
+MOD = {"url": "/v1/moderations"}
 
 
 def verdict(item: Any) -> str | None:
@@ -89,6 +92,33 @@ def test_parameter_names_are_the_sdks_less_stream_only_ones() -> None:
         ({"url": "/v1/embeddings", "body": {"input": "x", "n": 1}}, "unknown parameter(s) 'n'"),
         ({"url": "/v1/responses", "body": {"input": "x", "max_output_tokens": 3}}, ">= 16"),
         ({"url": "/v1/responses", "body": {"input": "x", "metadata": {"k": 1}}}, "metadata"),
+        (CMPL | {"body": {"prompt": "x", "temperature": 2.1}}, "body.temperature must be <= 2"),
+        (CMPL | {"body": {"prompt": "x", "top_p": 1.5}}, "body.top_p must be <= 1"),
+        (CMPL | {"body": {"prompt": "x", "n": 129}}, "body.n must be <= 128"),
+        (CMPL | {"body": {"prompt": "x", "n": 0}}, "body.n must be >= 1"),
+        (CMPL | {"body": {"prompt": "x", "logprobs": 6}}, "body.logprobs must be <= 5"),
+        (CMPL | {"body": {"prompt": "x", "max_tokens": -1}}, "body.max_tokens must be >= 0"),
+        (CMPL | {"body": {"prompt": "x", "best_of": 21}}, "body.best_of must be <= 20"),
+        (CMPL | {"body": {"prompt": "x", "presence_penalty": -3}}, "presence_penalty must be >="),
+        (CMPL | {"body": {"prompt": "x", "frequency_penalty": 2.5}}, "frequency_penalty must be"),
+        (CMPL | {"body": {"prompt": "x", "stop": ["a"] * 5}}, "body.stop (a list) matches no"),
+        (CMPL | {"body": {"prompt": "x", "echo": "yes"}}, "body.echo is a string"),
+        (CMPL | {"body": {"prompt": "x", "suffix": 1}}, "body.suffix is a number"),
+        (CMPL | {"body": {"prompt": "x", "logit_bias": {"1": 101}}}, "body.logit_bias (an object)"),
+        (CMPL | {"body": {"prompt": "x", "messages": MSG}}, "unknown parameter(s) 'messages'"),
+        (CMPL | {"body": {"prompt": "x", "stream_options": {}}}, "stream_options needs stream"),
+        (CMPL | {"body": {"prompt": None}}, "body.prompt: Text, texts, a token array"),
+        (CMPL | {"body": {"prompt": []}}, "body.prompt: Text, texts"),
+        (CMPL | {"body": {"prompt": 7}}, "body.prompt: Text, texts"),
+        (CMPL | {"body": {"prompt": [[]]}}, "body.prompt: Text, texts"),
+        (CMPL | {"body": {}}, "body.prompt is required"),
+        (MOD | {"body": {}}, "body.input is required"),
+        (MOD | {"body": {"input": None}}, "body.input: Text, texts, or text and image_url"),
+        (MOD | {"body": {"input": []}}, "body.input: Text, texts"),
+        (MOD | {"body": {"input": 3}}, "body.input: Text, texts"),
+        (MOD | {"body": {"input": "x", "model": 3}}, "model must be a non-empty string"),
+        (MOD | {"body": {"input": "x", "temperature": 1}}, "unknown parameter(s) 'temperature'"),
+        ({"body": {"prompt": "x"}}, "body.messages is required"),  # url defaults to chat
     ],
 )
 def test_what_openai_would_refuse_is_refused_with_a_short_reason(item: Any, reason: str) -> None:
@@ -110,11 +140,53 @@ def test_what_openai_would_refuse_is_refused_with_a_short_reason(item: Any, reas
         {"messages": MSG, "max_tokens": 1.0, "temperature": None, "stream": False},
         {"url": "/v1/embeddings", "body": {"input": [[1, 2], [3]], "dimensions": 8}},
         {"url": "/v1/responses", "body": {"input": [{"role": "user"}], "max_output_tokens": 16}},
+        CMPL | {"body": {"prompt": "", "model": "gpt-3.5-turbo-instruct"}},
+        CMPL | {"body": {"prompt": [[1, 2], [3]], "max_tokens": 0, "logprobs": 5, "n": 128}},
+        CMPL | {"body": {"prompt": [1, 2], "best_of": 0, "echo": True, "suffix": None}},
+        CMPL | {"body": {"prompt": ["a"], "temperature": 0, "top_p": 1, "stop": ["a"] * 4}},
+        CMPL | {"body": {"prompt": "x", "seed": 1, "user": "u", "stream": False}},
+        CMPL | {"body": {"prompt": "x", "logit_bias": {"50256": -100}, "frequency_penalty": -2}},
+        MOD | {"body": {"input": "x"}},
+        MOD | {"body": {"input": ["a", "b"], "model": "omni-moderation-latest"}},
+        MOD | {"body": {"input": [{"type": "text", "text": "x"}]}},
     ],
 )
 def test_what_openai_takes_is_accepted(item: Any) -> None:
     assert verdict(item) is None
     assert ITEM.is_valid(item)
+
+
+def test_every_endpoint_has_its_rules_and_a_line_in_the_document() -> None:
+    """Each endpoint of the contract has its required fields, ranges and replacements (a new
+    endpoint without them would be a KeyError at import, never silently unchecked), and the
+    item schema offers exactly one batch line per endpoint."""
+    assert set(request_schema.REQUIRED) == set(ENDPOINTS)
+    assert set(request_schema._RANGES) == set(request_schema._REPLACED) == set(ENDPOINTS)
+    assert set(openai_params.ENDPOINTS) == set(ENDPOINTS)
+    assert set(request_schema.DEFAULT_MODELS) <= set(ENDPOINTS)
+    for url in ENDPOINTS:
+        assert request_schema.PARAMS[url]["model"]["minLength"] == 1, url
+    urls = [
+        branch["properties"]["url"]["enum"]
+        for branch in ITEM_SCHEMA["oneOf"]
+        if "url" in branch.get("properties", {})
+    ]
+    assert sorted(u for (u,) in urls) == sorted(ENDPOINTS)
+    assert request_schema.REQUIRED["/v1/completions"] == ("prompt",)
+    assert request_schema.REQUIRED["/v1/moderations"] == ("input",)
+
+
+@pytest.mark.parametrize("url", ["/v1/completions", "/v1/moderations", "/v1/embeddings"])
+def test_the_schema_strategies_reach_the_batch_line_endpoints(url: str) -> None:
+    """The generated items (here, and in the fuzz test against the served document) include
+    batch lines of these endpoints (a line of theirs must name its url), and ingest accepts
+    the first one generated (no shrinking: it only has to exist)."""
+    line = find(
+        VALID_ITEMS,
+        lambda item: isinstance(item, dict) and item.get("url") == url,
+        settings=settings(max_examples=2000, database=None, deadline=None, phases=[Phase.generate]),
+    )
+    assert verdict(line) is None, line
 
 
 def test_plain_text_roles_are_those_whose_schema_takes_role_and_text() -> None:

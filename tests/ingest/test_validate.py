@@ -86,6 +86,28 @@ def test_every_item_shape_and_the_unwrapped_single_item() -> None:
         assert alone.ok and len(alone.lines) == 1
 
 
+def test_completions_and_moderations_lines_are_encoded_as_the_contract_encodes_them() -> None:
+    items: list[Any] = [
+        {"custom_id": "c-1", "url": "/v1/completions", "body": {"prompt": "x", "n": 2}},
+        {"custom_id": "m-1", "url": "/v1/moderations", "body": {"input": ["a", "b"]}},
+        {"url": "/v1/moderations", "body": {"input": "x", "model": "text-moderation-stable"}},
+        MSG,
+    ]
+    result = check({"data": items})
+    assert result.ok, result.errors
+    completion, moderation, pinned, bare = result.lines
+    assert completion.url == "/v1/completions"
+    assert completion.body == {"prompt": "x", "n": 2, "model": "gpt-4o-mini"}
+    assert moderation.url == "/v1/moderations" and moderation.model == "omni-moderation-latest"
+    assert pinned.model == "text-moderation-stable"
+    assert bare.url == "/v1/chat/completions" and bare.body["max_tokens"] == 1000
+    for (key, value), line in zip(result.records, result.lines, strict=True):
+        assert key == line.custom_id.encode() and value == encode(line)
+    # A bare list is chat messages even when it looks like a prompt or an input.
+    assert errors_of([{"prompt": "x"}])[0].reason.startswith("item[0] has unknown role")
+    assert errors_of(["x"])[0].reason == "item[0] is a string, not a list of messages"
+
+
 @pytest.mark.parametrize(
     ("item", "reason"),
     [
@@ -102,7 +124,11 @@ def test_every_item_shape_and_the_unwrapped_single_item() -> None:
         ({"messages": []}, "empty list of messages"),
         ({"messages": MSG, "stream": True}, "stream: true"),
         ({"body": {"messages": MSG, "stream": True}}, "stream: true"),
-        ({"url": "/v1/completions", "body": {"messages": MSG}}, "url '/v1/completions' not"),
+        ({"url": "/v1/images/generations", "body": {"prompt": "x"}}, "url '/v1/images/gen"),
+        ({"url": "/v1/completions", "body": {"messages": MSG}}, "body.prompt is required"),
+        ({"url": "/v1/completions", "body": {"prompt": "x", "n": 0}}, "body.n must be >= 1"),
+        ({"url": "/v1/moderations", "body": {"prompt": "x"}}, "body.input is required"),
+        ({"url": "/v1/moderations", "body": {"input": {}}}, "body.input: Text, texts"),
         ({"method": "GET", "body": {"messages": MSG}}, "method must be 'POST'"),
         ({"body": "x"}, "body is a string"),
         ({"body": {"model": "m"}}, "body.messages is required"),
