@@ -163,7 +163,7 @@ class Dispatcher:
         if refuser is None or isinstance(refuser, Invalid):
             return refuser
         assert isinstance(refuser, BatchProvider)
-        reason = type(refuser).refuses(self.settings, url, orjson.loads(line)["body"])
+        reason = type(refuser).refusal(self.settings, url, lambda: orjson.loads(line)["body"])
         return None if reason is None else Invalid(f"{refuser.name}_refused", reason)
 
     def _refuser_of(self, model: str) -> BatchProvider | Invalid | None:
@@ -172,7 +172,7 @@ class Dispatcher:
             provider = self.providers.get(name)
         except UnknownProvider as exc:
             return Invalid("provider_not_configured", str(exc))
-        return provider if provider.may_refuse else None
+        return provider if provider.checks_lines() else None
 
     @property
     def generation(self) -> int:

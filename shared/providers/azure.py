@@ -64,6 +64,10 @@ def azure_url(url: str) -> str:
 class AzureOpenAIProvider(FilesBatchesProvider):
     name: ClassVar[str] = "azure"
     limits = AZURE_LIMITS
+    # Global Batch serves these; completions and moderations are OpenAI's alone
+    endpoints: ClassVar[frozenset[str] | None] = frozenset(
+        {"/v1/chat/completions", "/v1/embeddings", "/v1/responses"}
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AzureOpenAIProvider:

@@ -30,7 +30,7 @@ what it already committed, by position); errors worth retrying are instances of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +200,8 @@ class BatchProvider(ABC):
 
     # whether ``refuses`` can ever refuse (saves the check for providers that never do)
     may_refuse: ClassVar[bool] = False
+    # the ``requests``-topic URLs its batches serve (None: every one batchpipe accepts)
+    endpoints: ClassVar[frozenset[str] | None] = None
 
     @classmethod
     def refuses(cls, settings: Settings, url: str, body: Mapping[str, Any]) -> str | None:
@@ -207,6 +209,21 @@ class BatchProvider(ABC):
         dead-lettered by the dispatcher), or None when it can. Needs no client: ingest asks
         it without the provider's credentials."""
         return None
+
+    @classmethod
+    def refusal(
+        cls, settings: Settings, url: str, body: Callable[[], Mapping[str, Any]]
+    ) -> str | None:
+        """``endpoints``, then ``refuses`` (the body parsed only if it is asked for)."""
+        if cls.endpoints is not None and url not in cls.endpoints:
+            served = ", ".join(sorted(cls.endpoints))
+            return f"{cls.name} batches do not serve {url} (they serve {served})"
+        return cls.refuses(settings, url, body()) if cls.may_refuse else None
+
+    @classmethod
+    def checks_lines(cls) -> bool:
+        """Whether ``refusal`` can refuse anything (the check is skipped otherwise)."""
+        return cls.may_refuse or cls.endpoints is not None
 
 
 # batchpipe's labels of a batch (``CreateRequest.tags``): which dispatch made it, for which

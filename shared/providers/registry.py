@@ -101,14 +101,14 @@ class Refusal:
     def __call__(self, model: str, url: str, body: Mapping[str, Any]) -> str | None:
         """The reason ``model``'s provider cannot run this line, or None."""
         cls = self._refusers.get(self._routes.provider_for(model))
-        return None if cls is None else cls.refuses(self._settings, url, body)
+        return None if cls is None else cls.refusal(self._settings, url, lambda: body)
 
 
 def refusal_check(settings: Settings) -> Refusal | None:
     """The ``Refusal`` of these settings' routes; None when no routed provider refuses."""
     routes = Routes.from_settings(settings)
     refusers: dict[str, type[BatchProvider]] = {
-        n: c for n, c in PROVIDERS.items() if n in routes.names() and c.may_refuse
+        n: c for n, c in PROVIDERS.items() if n in routes.names() and c.checks_lines()
     }
     return Refusal(settings, routes, refusers) if refusers else None
 

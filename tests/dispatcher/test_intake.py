@@ -9,11 +9,16 @@ must come out the same.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
+import pytest
 
 from batchpipe.services.dispatcher.records import Incoming
+from batchpipe.shared.providers.azure import AzureOpenAIProvider
+from batchpipe.shared.providers.openai import OpenAIProvider
+from batchpipe.shared.providers.registry import Providers
+from batchpipe.shared.providers.routing import Routes
 from tests.dispatcher.fakes import FakeClient, FakeLedger, ledger_entry, line, make_dispatcher
 
 
@@ -155,3 +160,41 @@ async def test_plain_fetches_have_the_outcome_of_their_requests_one_by_one(
     assert marks == {("req", 0): 0, ("req", 1): 0} and pending == 11 + 5
     assert after == {("req", 0): 11, ("req", 1): 6}
     assert consumed == 16 and duplicates == 1 and skipped == 1
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+async def test_what_the_models_provider_does_not_serve_is_dead_lettered(
+    tmp_path: Path, chunked: bool
+) -> None:
+    """A moderations line for an Azure deployment (Azure's Global Batch does not serve it) is
+    dead-lettered with the provider's reason, in both intake paths; the others are windowed
+    and every offset is done."""
+    azure = AzureOpenAIProvider(cast(Any, FakeClient()))
+    openai = OpenAIProvider(cast(Any, FakeClient()))
+    d, _, producer, _ = make_dispatcher(tmp_path, FakeClient(), queue_size=10)
+    d.providers = Providers({"openai": openai, "azure": azure}, Routes((("dep-*", "azure"),)))
+    d.ready.set()
+
+    def request(cid: str, model: str, url: str) -> bytes:
+        body = {"model": model, "input": "x"}
+        return orjson.dumps({"custom_id": cid, "method": "POST", "url": url, "body": body})
+
+    msgs = [
+        Incoming("req", 0, 0, b"a", request("a", "dep-1", "/v1/moderations")),
+        Incoming("req", 0, 1, b"b", request("b", "dep-1", "/v1/embeddings")),
+        Incoming("req", 0, 2, b"c", request("c", "omni-moderation-latest", "/v1/moderations")),
+    ]
+    if chunked:
+        await d.handle_many(msgs)
+    else:
+        for msg in msgs:
+            await d.handle_many([msg])
+    await d.flush()
+    (letter,) = [orjson.loads(v) for t, v, _k in producer.sent if t == "dead-letters"]
+    assert letter["offset"] == 0 and letter["reason"].startswith("azure_refused")
+    assert "do not serve /v1/moderations" in letter["reason"]
+    windows = [d.queue.get_nowait()[1] for _ in range(d.queue.qsize())]
+    assert sorted((w.model, w.count) for w in windows) == [
+        ("dep-1", 1),
+        ("omni-moderation-latest", 1),
+    ]

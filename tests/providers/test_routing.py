@@ -13,6 +13,7 @@ from batchpipe.shared.providers.registry import (
     UnknownProvider,
     check_providers,
     make_providers,
+    refusal_check,
 )
 from batchpipe.shared.providers.routing import Routes
 from batchpipe.shared.settings import Settings, SettingsError
@@ -81,3 +82,15 @@ def test_no_secret_in_the_error() -> None:
     with pytest.raises(SettingsError) as err:
         check_providers(settings)
     assert "supersecret" not in str(err.value)
+
+
+def test_what_a_provider_does_not_serve_is_refused_before_it_is_sent() -> None:
+    settings = Settings(openai_api_key="sk-test", provider_routes="batch-*=azure", **AZURE)
+    refusal = refusal_check(settings)
+    assert refusal is not None
+    assert refusal.applies("batch-gpt") and not refusal.applies("gpt-4o-mini")
+    reason = refusal("batch-gpt", "/v1/moderations", {"model": "batch-gpt", "input": "x"})
+    assert reason is not None and "azure batches do not serve /v1/moderations" in reason
+    assert refusal("batch-gpt", "/v1/chat/completions", {"model": "batch-gpt"}) is None
+    assert refusal("gpt-4o-mini", "/v1/moderations", {}) is None  # OpenAI serves it
+    assert refusal_check(Settings(openai_api_key="sk-test")) is None  # nothing to refuse
