@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
+from batchpipe.shared.logs import get_logger
 from batchpipe.shared.providers.azure import AzureOpenAIProvider
 from batchpipe.shared.providers.base import BatchProvider, Limits
 from batchpipe.shared.providers.openai import OpenAIProvider
 from batchpipe.shared.providers.routing import Routes
 from batchpipe.shared.settings import Settings, SettingsError
+
+log = get_logger(__name__)
 
 PROVIDERS: Final[Mapping[str, type[OpenAIProvider] | type[AzureOpenAIProvider]]] = {
     OpenAIProvider.name: OpenAIProvider,
@@ -58,7 +61,7 @@ class Providers:
         return self.routes.provider_for(model)
 
     def for_model(self, model: str) -> BatchProvider:
-        return self._providers[self.routes.provider_for(model)]
+        return self.get(self.routes.provider_for(model))
 
     def limits_for(self, model: str) -> Limits:
         return self.for_model(model).limits
@@ -80,6 +83,11 @@ def make_providers(settings: Settings) -> Providers:
         )
     # (a client built before a later one fails has opened no connection yet: nothing to close)
     built = {name: PROVIDERS[name].from_settings(settings) for name in sorted(routes.names())}
+    for name in sorted(routes.optional_names() & set(PROVIDERS)):
+        try:
+            built[name] = PROVIDERS[name].from_settings(settings)
+        except SettingsError as exc:
+            log.info("provider.not_configured", provider=name, reason=str(exc))
     return Providers(built, routes)
 
 
@@ -108,7 +116,9 @@ def refusal_check(settings: Settings) -> Refusal | None:
     """The ``Refusal`` of these settings' routes; None when no routed provider refuses."""
     routes = Routes.from_settings(settings)
     refusers: dict[str, type[BatchProvider]] = {
-        n: c for n, c in PROVIDERS.items() if n in routes.names() and c.checks_lines()
+        n: c
+        for n, c in PROVIDERS.items()
+        if n in routes.names() | routes.optional_names() and c.checks_lines()
     }
     return Refusal(settings, routes, refusers) if refusers else None
 

@@ -198,3 +198,23 @@ async def test_what_the_models_provider_does_not_serve_is_dead_lettered(
         ("dep-1", 1),
         ("omni-moderation-latest", 1),
     ]
+
+
+async def test_a_model_routed_to_an_unconfigured_provider_is_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """claude-* goes to Anthropic by a built-in route; a dispatcher without Anthropic's
+    credentials dead-letters those requests (provider_not_configured) instead of sending
+    them to another provider."""
+    d, _, producer, _ = make_dispatcher(tmp_path, FakeClient(), queue_size=10)
+    d.providers = Providers(
+        {"openai": OpenAIProvider(cast(Any, FakeClient()))},
+        Routes(builtin=(("claude-*", "anthropic"),)),
+    )
+    d.ready.set()
+    chat = {"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}
+    value = orjson.dumps({"custom_id": "c1", "url": "/v1/chat/completions", "body": chat})
+    await d.handle_many([Incoming("req", 0, 0, b"c1", value)])
+    (letter,) = [orjson.loads(v) for t, v, _k in producer.sent if t == "dead-letters"]
+    assert letter["reason"].startswith("provider_not_configured")
+    assert "'anthropic' is not configured" in letter["reason"]
