@@ -22,7 +22,7 @@ def aclaude(emulator: RunningEmulator, **kwargs: Any) -> AsyncAnthropic:
     return AsyncAnthropic(base_url=emulator.anthropic_base_url, **(options | kwargs))
 
 
-def params(text: str = "hello", model: str = "claude-sonnet-4-5", **extra: Any) -> dict[str, Any]:
+def params(text: Any = "hello", model: str = "claude-sonnet-4-5", **extra: Any) -> dict[str, Any]:
     return {
         "model": model,
         "max_tokens": 64,
@@ -31,7 +31,8 @@ def params(text: str = "hello", model: str = "claude-sonnet-4-5", **extra: Any) 
     }
 
 
-def requests(n: int, prefix: str = "req") -> list[dict[str, Any]]:
+def requests(n: int, prefix: str = "req") -> list[Any]:
+    """``n`` valid requests (typed loosely: tests also pass envelopes the SDK types refuse)."""
     return [{"custom_id": f"{prefix}-{i}", "params": params(f"question {i}")} for i in range(n)]
 
 

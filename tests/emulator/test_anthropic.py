@@ -47,8 +47,9 @@ def test_a_batch_ends_with_a_message_per_valid_request_and_errors_for_bad_params
 ) -> None:
     c = claude(emulator)
     batches: Any = c.beta.messages.batches if beta else c.messages.batches
-    bad = [{"custom_id": name, "params": body} for name, body in BAD_PARAMS.items()]
-    good = requests(3) + [
+    bad: list[Any] = [{"custom_id": name, "params": body} for name, body in BAD_PARAMS.items()]
+    good = [
+        *requests(3),
         {"custom_id": "with-system", "params": params("hi", system="Be brief.")},
         {"custom_id": "blocks", "params": params([{"type": "text", "text": "hi"}])},
     ]
@@ -94,7 +95,8 @@ def test_replies_are_deterministic_and_max_tokens_truncates(
     emulator = emulator_factory(processing_seconds=0.1)
     c = claude(emulator)
     body = params("a long question " * 20) | {"max_tokens": 2}
-    batch = c.messages.batches.create(requests=[{"custom_id": "short", "params": body}])
+    short: list[Any] = [{"custom_id": "short", "params": body}]
+    batch = c.messages.batches.create(requests=short)
     line = results(c, wait_ended(c, batch.id))["short"].result
     assert line.type == "succeeded"
     assert line.message.stop_reason == "max_tokens"
@@ -213,8 +215,8 @@ def test_an_anthropic_batch_is_its_own_account(emulator: RunningEmulator) -> Non
 
 def test_stats_count_only_succeeded_requests_as_billed(emulator: RunningEmulator) -> None:
     c = claude(emulator)
-    same = [{"custom_id": "twice", "params": params()}]
-    bad = [{"custom_id": "twice-bad", "params": {"model": "claude-x"}}]
+    same: list[Any] = [{"custom_id": "twice", "params": params()}]
+    bad: list[Any] = [{"custom_id": "twice-bad", "params": {"model": "claude-x"}}]
     for _ in range(2):
         wait_ended(c, c.messages.batches.create(requests=same + bad).id)
     stats = emulator.stats()
