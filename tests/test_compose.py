@@ -107,6 +107,9 @@ def test_services_reach_kafka_inside_the_network_and_the_emulator_by_default(
         assert env["AZURE_OPENAI_ENDPOINT"] == "${AZURE_OPENAI_ENDPOINT:-http://emulator:8100}"
         assert env["AZURE_OPENAI_API_KEY"].startswith("${AZURE_OPENAI_API_KEY:-")
         assert env["OPENAI_API_VERSION"] == f"${{OPENAI_API_VERSION:-{AZURE_API_VERSION}}}"
+        # Anthropic at the same emulator: its root (the SDK's paths carry /v1)
+        assert env["ANTHROPIC_BASE_URL"] == "${ANTHROPIC_BASE_URL:-http://emulator:8100}"
+        assert env["ANTHROPIC_API_KEY"].startswith("${ANTHROPIC_API_KEY:-")
     assert compose["services"]["ingest"]["ports"] == ["8000:8000"]
     assert {"kafka-data", "emulator-data"} <= set(compose["volumes"])
 

@@ -36,6 +36,9 @@ PROVIDER_SETTINGS: Final = (
     "AZURE_OPENAI_ENDPOINT",
     "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_AD_TOKEN",
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
 )
 
 
@@ -128,12 +131,15 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
         if environ.get("OPENAI_BASE_URL"):
             settings["OPENAI_BASE_URL"] = environ["OPENAI_BASE_URL"]
     else:
-        # every provider at the one emulator: OpenAI under /v1, Azure OpenAI under /openai
+        # every provider at the one emulator: OpenAI under /v1, Azure OpenAI under /openai,
+        # Anthropic under /v1/messages (its SDK takes the root and adds the /v1 paths)
         settings["OPENAI_API_KEY"] = EMULATOR_API_KEY
         settings["OPENAI_BASE_URL"] = emulator_url
         settings["AZURE_OPENAI_ENDPOINT"] = emulator_root
         settings["AZURE_OPENAI_API_KEY"] = EMULATOR_API_KEY
         settings["OPENAI_API_VERSION"] = environ.get("OPENAI_API_VERSION", AZURE_API_VERSION)
+        settings["ANTHROPIC_BASE_URL"] = emulator_root
+        settings["ANTHROPIC_API_KEY"] = EMULATOR_API_KEY
 
     replaced = PROVIDER_SETTINGS if options.openai == "emulator" else ("OPENAI_BASE_URL",)
     child_env = {k: v for k, v in environ.items() if k not in replaced}
@@ -204,6 +210,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
     if options.openai == "emulator":
         urls["openai emulator"] = emulator_url
         urls["azure openai emulator"] = f"{emulator_root} (AZURE_OPENAI_ENDPOINT)"
+        urls["anthropic emulator"] = f"{emulator_root} (ANTHROPIC_BASE_URL)"
         urls["emulator stats"] = f"http://127.0.0.1:{options.emulator_port}/_emulator/stats"
     else:
         urls["openai"] = settings.get("OPENAI_BASE_URL", "https://api.openai.com/v1 (SDK default)")

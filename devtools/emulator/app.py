@@ -2,7 +2,9 @@
 
 OpenAI's routes live under ``/v1``, Azure OpenAI's under ``/openai``; both are built from the
 same handlers (``routes_files``, ``routes_batches``) with the provider's ``Flavour``, over one
-store, lifecycle and fault injector. Routes are thin: they check input, consult the fault
+store, lifecycle and fault injector. Anthropic's Message Batches (``/v1/messages/batches``,
+requests inline) have their own handlers (``routes_anthropic``) over the same store,
+lifecycle and faults. Routes are thin: they check input, consult the fault
 injector, and read or write the store; the lifecycle scheduler moves batches along in the
 background. Every error, including 404 for an unknown route, is rendered in the shape of the
 API its path belongs to.
@@ -26,6 +28,7 @@ from batchpipe.devtools.emulator.files import FileStorage
 from batchpipe.devtools.emulator.flavours import FLAVOURS, Flavour, flavour_of_path
 from batchpipe.devtools.emulator.lifecycle import Lifecycle
 from batchpipe.devtools.emulator.routes_admin import emulator_router
+from batchpipe.devtools.emulator.routes_anthropic import anthropic_router
 from batchpipe.devtools.emulator.routes_batches import batches_router
 from batchpipe.devtools.emulator.routes_files import files_router
 from batchpipe.devtools.emulator.store import Store
@@ -104,5 +107,6 @@ def create_app(config: EmulatorConfig) -> FastAPI:
 
     for flavour in FLAVOURS:
         app.include_router(provider_router(flavour))
+    app.include_router(anthropic_router())
     app.include_router(emulator_router())
     return app

@@ -1,10 +1,12 @@
 """``batchpipe emulator`` (alias ``openai-emulator``): serve the local emulator of every
-provider's Files + Batches API, OpenAI's under ``/v1`` and Azure OpenAI's under ``/openai``.
+provider's batch API: OpenAI's Files + Batches under ``/v1``, Azure OpenAI's under ``/openai``
+and Anthropic's Message Batches under ``/v1/messages/batches``.
 
 Every option can also be set with ``BATCHPIPE_EMULATOR_<NAME>`` (e.g.
 ``BATCHPIPE_EMULATOR_PORT=8200``). Prints the SDKs' settings (``OPENAI_BASE_URL``,
-``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``) once listening; SIGINT/SIGTERM stop it
-cleanly (in-flight batches resume on the next start with the same ``--data-dir``).
+``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``, ``ANTHROPIC_BASE_URL``) once listening;
+SIGINT/SIGTERM stop it cleanly (in-flight batches resume on the next start with the same
+``--data-dir``).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ def emulator(
     api_key: Annotated[
         str | None,
         _opt(
-            "Require this key: OpenAI's bearer token, Azure's api-key header or bearer token "
-            "(default: accept any).",
+            "Require this key: OpenAI's bearer token, Azure's api-key header or bearer token, "
+            "Anthropic's x-api-key header (default: accept any).",
             "API_KEY",
         ),
     ] = None,
@@ -69,6 +71,9 @@ def emulator(
     create_429_rate: Annotated[
         float, _opt("Share of batch creations answered 429.", "CREATE_429_RATE")
     ] = 0.0,
+    create_529_rate: Annotated[
+        float, _opt("Share of Anthropic batch creations answered 529.", "CREATE_529_RATE")
+    ] = 0.0,
     upload_429_rate: Annotated[
         float, _opt("Share of file uploads answered 429.", "UPLOAD_429_RATE")
     ] = 0.0,
@@ -89,6 +94,16 @@ def emulator(
             "STEP_PROCESSES",
         ),
     ] = 1,
+    anthropic_error_rate: Annotated[
+        float, _opt("Share of Anthropic result lines errored.", "ANTHROPIC_ERROR_RATE")
+    ] = 0.0,
+    anthropic_error_types: Annotated[
+        str,
+        _opt(
+            "Error type(s) of those lines, e.g. overloaded_error,api_error (comma list).",
+            "ANTHROPIC_ERROR_TYPES",
+        ),
+    ] = "api_error",
     azure_deployments: Annotated[
         str | None,
         _opt(
@@ -98,7 +113,7 @@ def emulator(
         ),
     ] = None,
 ) -> None:
-    """Serve a local, durable emulator of the OpenAI and Azure OpenAI Files + Batches APIs."""
+    """Serve a local, durable emulator of the OpenAI, Azure OpenAI and Anthropic batch APIs."""
     from batchpipe.devtools.emulator.config import EmulatorConfig
     from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
     from batchpipe.devtools.emulator.runner import bind_socket, make_server
@@ -120,11 +135,14 @@ def emulator(
             enqueued_token_limit=enqueued_token_limit,
             force_expire=force_expire,
             create_429_rate=create_429_rate,
+            create_529_rate=create_529_rate,
             upload_429_rate=upload_429_rate,
             retry_after_seconds=retry_after_seconds,
             retrieve_5xx_rate=retrieve_5xx_rate,
             slow_seconds=slow_seconds,
             step_processes=step_processes,
+            anthropic_error_rate=anthropic_error_rate,
+            anthropic_error_types=anthropic_error_types,  # (a comma list, split likewise)
             azure_deployments=azure_deployments,  # (a comma list: the validator splits it)
         )
     except ValueError as exc:
@@ -137,7 +155,7 @@ def emulator(
     root = f"http://{shown}:{bound_port}"
     typer.echo(
         f"Emulator listening: OPENAI_BASE_URL={root}/v1 AZURE_OPENAI_ENDPOINT={root} "
-        f"OPENAI_API_VERSION={AZURE_API_VERSION}",
+        f"OPENAI_API_VERSION={AZURE_API_VERSION} ANTHROPIC_BASE_URL={root}",
         err=False,
     )
     server = make_server(config)

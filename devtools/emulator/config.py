@@ -17,6 +17,20 @@ MAX_BATCH_LINES = 50_000
 AZURE_MAX_BATCH_LINES = 100_000
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
 MAX_FILE_BYTES = 512 * 1024 * 1024
+ANTHROPIC_MAX_BATCH_REQUESTS = 100_000
+ANTHROPIC_MAX_BATCH_BYTES = 256 * 1024 * 1024
+# the error types an Anthropic result line may be errored with by ``anthropic_error_rate``
+ANTHROPIC_LINE_ERROR_TYPES = (
+    "invalid_request_error",
+    "overloaded_error",
+    "api_error",
+    "rate_limit_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "billing_error",
+    "timeout_error",
+)
 
 # Fields POST /_emulator/faults may change while the emulator runs.
 FAULT_FIELDS = (
@@ -27,12 +41,15 @@ FAULT_FIELDS = (
     "enqueued_token_limit",
     "force_expire",
     "create_429_rate",
+    "create_529_rate",
     "upload_429_rate",
     "retry_after_seconds",
     "retrieve_5xx_rate",
     "slow_seconds",
     "processing_seconds",
     "completion_window_seconds",
+    "anthropic_error_rate",
+    "anthropic_error_types",
 )
 
 
@@ -49,7 +66,7 @@ class EmulatorConfig(BaseModel):
     api_key: str | None = Field(
         default=None,
         description="require this key: OpenAI's bearer token, Azure's api-key header or bearer "
-        "token (None: any)",
+        "token, Anthropic's x-api-key header or bearer token (None: any)",
     )
     processing_seconds: float = Field(default=3.0, ge=0, description="time a batch is in_progress")
     completion_window_seconds: float = Field(
@@ -70,6 +87,9 @@ class EmulatorConfig(BaseModel):
         default=0.0, ge=0, le=1, description="probability a batch expires half done (true = 1)"
     )
     create_429_rate: float = Field(default=0.0, ge=0, le=1)
+    create_529_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of Anthropic batch creations answered 529"
+    )
     upload_429_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_seconds: float = Field(default=1.0, ge=0)
     retrieve_5xx_rate: float = Field(default=0.0, ge=0, le=1)
@@ -88,6 +108,33 @@ class EmulatorConfig(BaseModel):
         description="the Azure deployments that exist; a batch naming another fails with "
         "model_not_found (None: every name is a deployment)",
     )
+
+    anthropic_max_batch_requests: int = Field(default=ANTHROPIC_MAX_BATCH_REQUESTS, ge=1)
+    anthropic_max_batch_bytes: int = Field(default=ANTHROPIC_MAX_BATCH_BYTES, ge=1)
+    anthropic_error_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of Anthropic result lines that are errored"
+    )
+    anthropic_error_types: list[str] = Field(
+        default_factory=lambda: ["api_error"],
+        description="the error type(s) of those lines, one drawn per line",
+    )
+
+    @field_validator("anthropic_error_types", mode="before")
+    @classmethod
+    def _error_type_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("anthropic_error_types")
+    @classmethod
+    def _error_type_allowed(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in ANTHROPIC_LINE_ERROR_TYPES]
+        if not value or unknown:
+            raise ValueError(
+                "anthropic_error_types must be among " + ", ".join(ANTHROPIC_LINE_ERROR_TYPES)
+            )
+        return value
 
     @field_validator("azure_deployments", mode="before")
     @classmethod

@@ -2,7 +2,9 @@
 
 An ``APIError`` is rendered by the flavour of the route that raised it: OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}`` or Azure's ``{"error": {"code",
-"message"}}`` (whose code is ``azure_code`` when Azure names the error differently).
+"message"}}`` (whose code is ``azure_code`` when Azure names the error differently) or
+Anthropic's ``{"type": "error", "error": {"type", "message"}}`` (whose type is
+``anthropic_type``, else derived from the status).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class APIError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
         azure_code: str | None = None,
+        anthropic_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -32,6 +35,7 @@ class APIError(Exception):
         self.code = code
         self.headers = headers or {}
         self.azure_code = azure_code
+        self.anthropic_type = anthropic_type
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
@@ -87,6 +91,13 @@ def rate_limited(retry_after: float) -> APIError:
             "retry-after": str(max(int(seconds + 0.999), 0)),
             "retry-after-ms": str(int(seconds * 1000)),
         },
+    )
+
+
+def overloaded() -> APIError:
+    """Anthropic's 529: the API is temporarily overloaded."""
+    return APIError(
+        529, "Overloaded (emulated)", type="server_error", anthropic_type="overloaded_error"
     )
 
 

@@ -1,4 +1,5 @@
-"""Request-level fault injection: 429 with Retry-After on create/upload, 5xx on retrieve, latency.
+"""Request-level fault injection: 429 with Retry-After on create/upload, 529 (Anthropic's
+overloaded) on create, 5xx on retrieve, latency.
 
 Each kind of fault draws from its own generator seeded from the emulator's seed, so the
 sequence of injected faults is reproducible. ``counts`` tells tests how often each fired.
@@ -12,7 +13,7 @@ from collections import Counter
 
 from batchpipe.devtools.emulator.config import EmulatorConfig
 from batchpipe.devtools.emulator.determinism import digest
-from batchpipe.devtools.emulator.errors import rate_limited, server_error
+from batchpipe.devtools.emulator.errors import overloaded, rate_limited, server_error
 
 
 class FaultInjector:
@@ -43,6 +44,11 @@ class FaultInjector:
     def check_create(self) -> None:
         if self._fires("create_429", self.config.create_429_rate):
             raise rate_limited(self.config.retry_after_seconds)
+
+    def check_overloaded(self) -> None:
+        """Anthropic's create: 529 ``overloaded_error`` at ``create_529_rate``."""
+        if self._fires("create_529", self.config.create_529_rate):
+            raise overloaded()
 
     def check_upload(self) -> None:
         if self._fires("upload_429", self.config.upload_429_rate):

@@ -1,5 +1,6 @@
 """The batch lifecycle scheduler: one asyncio task drives every active batch through
-validating → in_progress → finalizing → completed (or failed / expired / cancelling → cancelled).
+validating → in_progress → finalizing → completed (or failed / expired / cancelling → cancelled);
+an Anthropic Message Batch's steps (in_progress / canceling → ended) are ``AnthropicSteps``'.
 
 Each batch's next step is due at a time computed from its stored timestamps, so a restarted
 emulator simply reloads the active batches and carries on. Heavy steps (validation and the
@@ -23,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from batchpipe.devtools.emulator.anthropic_lifecycle import AnthropicSteps
 from batchpipe.devtools.emulator.config import EmulatorConfig
 from batchpipe.devtools.emulator.determinism import unit
 from batchpipe.devtools.emulator.endpoints import LineContext
@@ -83,6 +85,7 @@ class Lifecycle:
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(MAX_CONCURRENT_STEPS)
         self._task: asyncio.Task[None] | None = None
+        self.anthropic = AnthropicSteps(self)
         self._pool: ProcessPoolExecutor | None = None
 
     # control -----------------------------------------------------------------------------
@@ -138,6 +141,8 @@ class Lifecycle:
     # scheduling --------------------------------------------------------------------------
 
     def due(self, obj: Json, internal: Json) -> float:
+        if _is_anthropic(internal):
+            return self.anthropic.due(obj, internal)
         status = obj["status"]
         if status in ("validating", "finalizing"):
             return 0.0
@@ -180,6 +185,9 @@ class Lifecycle:
                     raise
                 except Exception as exc:
                     log.exception("emulator.batch_step_failed", batch_id=batch_id)
+                    if _is_anthropic(internal):
+                        await self.anthropic.broken(obj, internal)
+                        return
                     await self._fail(
                         obj, internal, [batch_error("internal_error", f"emulator error: {exc}")]
                     )
@@ -189,14 +197,18 @@ class Lifecycle:
 
     async def _save(self, obj: Json, internal: Json, **extra: Any) -> None:
         await self.store.update_batch(obj, internal, provider=_flavour(internal).name, **extra)
-        if obj["status"] in TERMINAL_STATUSES:
+        status = obj.get("status", obj.get("processing_status"))
+        if status in TERMINAL_STATUSES or status == "ended":
             self._active.pop(obj["id"], None)
             self.storage.unpin(obj["id"])
-            log.info("emulator.batch_ended", batch_id=obj["id"], status=obj["status"])
+            log.info("emulator.batch_ended", batch_id=obj["id"], status=status)
         else:
             self._active[obj["id"]] = (obj, internal)
 
     async def _step(self, obj: Json, internal: Json) -> None:
+        if _is_anthropic(internal):
+            await self.anthropic.step(obj, internal)
+            return
         status = obj["status"]
         now = time.time()
         if status == "validating":
@@ -392,6 +404,11 @@ class Lifecycle:
             await self.store.update_batch(obj, internal)
             self.track(obj, internal)
             return obj, internal
+
+
+def _is_anthropic(internal: Json) -> bool:
+    """Whether a batch is an Anthropic Message Batch (its steps are ``AnthropicSteps``')."""
+    return internal.get("flavour") == "anthropic"
 
 
 def _flavour(internal: Json) -> Flavour:

@@ -114,7 +114,7 @@ class PassResult:
     error_lines: int = 0
 
 
-class _ShuffledWriter:
+class ShuffledWriter:
     """Writes lines in a seeded order, shuffling within windows (bounded memory)."""
 
     def __init__(self, handle: IO[bytes], rng: random.Random) -> None:
@@ -146,8 +146,8 @@ def process_lines(
     """Answer every line that finished before ``done_before`` (a fraction of the processing
     time; >= 1 means all); the rest get a ``batch_expired`` error line if ``expire_rest``."""
     result = PassResult()
-    out_writer = _ShuffledWriter(out, random.Random(digest(ctx.seed, ctx.batch_seq, "out")))
-    err_writer = _ShuffledWriter(err, random.Random(digest(ctx.seed, ctx.batch_seq, "err")))
+    out_writer = ShuffledWriter(out, random.Random(digest(ctx.seed, ctx.batch_seq, "out")))
+    err_writer = ShuffledWriter(err, random.Random(digest(ctx.seed, ctx.batch_seq, "err")))
     for raw in lines:
         if not raw.strip():
             continue

@@ -3,7 +3,8 @@
 ``run_emulator_in_thread(config)`` binds the port first (port 0 = a free one), serves with
 uvicorn in its own thread and event loop, and yields a ``RunningEmulator``: a ``str`` equal to
 OpenAI's base URL (``http://host:port/v1``) that also carries ``.base_url``, ``.root_url``,
-``.azure_endpoint`` and ``.api_version`` (for ``openai.AzureOpenAI``), ``.api_key``,
+``.azure_endpoint`` and ``.api_version`` (for ``openai.AzureOpenAI``), ``.anthropic_base_url``
+(the root, for ``anthropic.Anthropic(base_url=...)``), ``.api_key``,
 ``.data_dir``, ``.stats()`` and ``.set_faults(**kw)``.
 """
 
@@ -33,6 +34,7 @@ class RunningEmulator(str):
     base_url: str
     root_url: str
     azure_endpoint: str
+    anthropic_base_url: str
     api_version: str
     api_key: str
     config: EmulatorConfig
@@ -44,6 +46,7 @@ class RunningEmulator(str):
         self.base_url = base_url
         self.root_url = base_url.removesuffix("/v1")
         self.azure_endpoint = self.root_url  # AzureOpenAI adds /openai itself
+        self.anthropic_base_url = self.root_url  # the SDK's paths carry /v1 themselves
         self.api_version = AZURE_API_VERSION
         self.api_key = config.api_key or "sk-emulator"
         self.config = config

@@ -3,6 +3,7 @@
 Objects are stored as their API JSON (plus an ``internal`` JSON for the scheduler's float
 timestamps and fault decisions), so a restarted emulator answers exactly as before. Composite
 writes (e.g. "batch is in_progress and its custom_ids are counted") are single transactions.
+An Anthropic batch's status column is its ``processing_status`` (``_status``).
 Every file and batch belongs to one provider (``provider``: the flavour it was created
 through); lookups and listings by a provider see only its own, the counters see them all.
 """
@@ -44,7 +45,8 @@ CREATE INDEX IF NOT EXISTS custom_ids_successes ON custom_ids(successes);
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+# OpenAI's active statuses and Anthropic's (its ``processing_status``: in_progress, canceling)
+ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling", "canceling")
 DEFAULT_PROVIDER = "openai"  # the provider of rows written before there were several
 
 Json = dict[str, Any]
@@ -52,6 +54,11 @@ Json = dict[str, Any]
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _status(obj: Json) -> str:
+    """The status column: OpenAI's ``status``, or Anthropic's ``processing_status``."""
+    return str(obj["status"] if "status" in obj else obj["processing_status"])
 
 
 class Store:
@@ -151,16 +158,23 @@ class Store:
     # batches -----------------------------------------------------------------------------
 
     async def insert_batch(
-        self, obj: Json, internal: Json, provider: str = DEFAULT_PROVIDER
+        self,
+        obj: Json,
+        internal: Json,
+        provider: str = DEFAULT_PROVIDER,
+        *,
+        register_custom_ids: Iterable[str] = (),
+        lines_submitted: int = 0,
     ) -> int:
-        """Insert a new batch and count it; returns its sequence number."""
+        """Insert a new batch and count it (and, for a provider whose requests come inline,
+        its custom_ids and lines) in one transaction; returns its sequence number."""
         async with self._lock:
             await self.db.execute("BEGIN")
             try:
                 cursor = await self.db.execute(
                     "INSERT INTO batches(id, status, obj, internal, provider) "
                     "VALUES(?, ?, ?, ?, ?)",
-                    (obj["id"], obj["status"], _dumps(obj), _dumps(internal), provider),
+                    (obj["id"], _status(obj), _dumps(obj), _dumps(internal), provider),
                 )
                 seq = int(cursor.lastrowid or 0)
                 internal["seq"] = seq
@@ -168,6 +182,9 @@ class Store:
                     "UPDATE batches SET internal = ? WHERE id = ?", (_dumps(internal), obj["id"])
                 )
                 await self._bump("batches_created", 1)
+                await self._count_ids("batches", register_custom_ids)
+                if lines_submitted:
+                    await self._bump("lines_submitted", lines_submitted)
                 await self.db.execute("COMMIT")
             except BaseException:
                 await self.db.execute("ROLLBACK")
@@ -200,28 +217,15 @@ class Store:
             try:
                 await self.db.execute(
                     "UPDATE batches SET status = ?, obj = ?, internal = ? WHERE id = ?",
-                    (obj["status"], _dumps(obj), _dumps(internal), obj["id"]),
+                    (_status(obj), _dumps(obj), _dumps(internal), obj["id"]),
                 )
                 for file_obj in new_files:
                     await self.db.execute(
                         "INSERT INTO files(id, purpose, obj, provider) VALUES(?, ?, ?, ?)",
                         (file_obj["id"], file_obj["purpose"], _dumps(file_obj), provider),
                     )
-                # one statement per list, the ids as one JSON array: SQLite walks it with the
-                # GIL released (an executemany of 50,000 rows bound each row in Python and
-                # held the GIL for ~0.15 s, stalling the API's uploads meanwhile)
-                for column, ids in (
-                    ("batches", register_custom_ids),
-                    ("successes", succeeded_custom_ids),
-                ):
-                    listed = list(ids)
-                    if listed:
-                        await self.db.execute(
-                            f"INSERT INTO custom_ids(custom_id, {column}) "  # noqa: S608
-                            "SELECT value, 1 FROM json_each(?) WHERE true "
-                            f"ON CONFLICT(custom_id) DO UPDATE SET {column} = {column} + 1",
-                            (orjson.dumps(listed).decode(),),
-                        )
+                await self._count_ids("batches", register_custom_ids)
+                await self._count_ids("successes", succeeded_custom_ids)
                 if lines_submitted:
                     await self._bump("lines_submitted", lines_submitted)
                 await self.db.execute("COMMIT")
@@ -230,19 +234,36 @@ class Store:
                 raise
 
     async def list_batches(
-        self, after: str | None, limit: int, provider: str = DEFAULT_PROVIDER
+        self,
+        after: str | None,
+        limit: int,
+        provider: str = DEFAULT_PROVIDER,
+        before: str | None = None,
     ) -> tuple[list[tuple[Json, Json]], bool]:
+        """A page of ``provider``'s batches, newest first: the ``limit`` older than ``after``
+        (or from the newest), or with ``before`` the ``limit`` newer than it, nearest it
+        first taken; and whether there are more that way."""
         params: list[Any] = [provider]
         sql = "SELECT obj, internal FROM batches WHERE provider = ?"
-        if after:
-            row = await self._one("SELECT seq FROM batches WHERE id = ?", (after,))
+        anchor, newer = (before, True) if before else (after, False)
+        if anchor:
+            row = await self._one("SELECT seq FROM batches WHERE id = ?", (anchor,))
             if row is not None:
-                sql += " AND seq < ?"
+                sql += " AND seq > ?" if newer else " AND seq < ?"
                 params.append(row[0])
-        sql += " ORDER BY seq DESC LIMIT ?"
+        sql += f" ORDER BY seq {'ASC' if newer else 'DESC'} LIMIT ?"
         rows = await self._all(sql, [*params, limit + 1])
         pairs = [(orjson.loads(r[0]), orjson.loads(r[1])) for r in rows[:limit]]
+        if newer:
+            pairs.reverse()
         return pairs, len(rows) > limit
+
+    async def delete_batch(self, batch_id: str, provider: str) -> bool:
+        async with self._lock:
+            cursor = await self.db.execute(
+                "DELETE FROM batches WHERE id = ? AND provider = ?", (batch_id, provider)
+            )
+            return bool(cursor.rowcount)
 
     async def active_batches(self) -> list[tuple[Json, Json]]:
         marks = ",".join("?" * len(ACTIVE_STATUSES))
@@ -254,6 +275,21 @@ class Store:
 
     # counters ----------------------------------------------------------------------------
 
+    async def _count_ids(self, column: str, ids: Iterable[str]) -> None:
+        """Add one to ``column`` of each custom_id (inside the caller's transaction).
+
+        One statement per list, the ids as one JSON array: SQLite walks it with the GIL
+        released (an executemany of 50,000 rows bound each row in Python and held the GIL for
+        ~0.15 s, stalling the API's uploads meanwhile)."""
+        listed = list(ids)
+        if listed:
+            await self.db.execute(
+                f"INSERT INTO custom_ids(custom_id, {column}) "  # noqa: S608 (fixed names)
+                "SELECT value, 1 FROM json_each(?) WHERE true "
+                f"ON CONFLICT(custom_id) DO UPDATE SET {column} = {column} + 1",
+                (orjson.dumps(listed).decode(),),
+            )
+
     async def _bump(self, name: str, amount: int) -> None:
         await self.db.execute(
             "INSERT INTO counters(name, value) VALUES(?, ?) "
@@ -264,11 +300,17 @@ class Store:
     async def stats(self) -> Json:
         counters = dict(await self._all("SELECT name, value FROM counters"))
         by_status = dict(await self._all("SELECT status, COUNT(*) FROM batches GROUP BY status"))
+        by_provider: dict[str, dict[str, int]] = {}
+        for provider, status, count in await self._all(
+            "SELECT provider, status, COUNT(*) FROM batches GROUP BY provider, status"
+        ):
+            by_provider.setdefault(provider, {})[status] = int(count)
         dup = await self._one("SELECT COUNT(*) FROM custom_ids WHERE batches > 1")
         billed = await self._one("SELECT COUNT(*) FROM custom_ids WHERE successes > 1")
         return {
             "files": await self.count_files(),
             "batches_by_status": by_status,
+            "batches_by_provider": by_provider,
             "lines_submitted": int(counters.get("lines_submitted", 0)),
             "duplicate_custom_ids": int(dup[0]),
             "double_billed_custom_ids": int(billed[0]),

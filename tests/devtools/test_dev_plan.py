@@ -59,6 +59,9 @@ def test_demo_settings_point_every_child_at_the_local_broker_and_emulator(tmp_pa
     assert env["AZURE_OPENAI_ENDPOINT"] == "http://127.0.0.1:8100"  # the SDK adds /openai
     assert env["AZURE_OPENAI_API_KEY"] == EMULATOR_API_KEY
     assert env["OPENAI_API_VERSION"] == AZURE_API_VERSION
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8100"  # the SDK adds /v1/messages
+    assert env["ANTHROPIC_API_KEY"] == EMULATOR_API_KEY
+    assert plan.urls["anthropic emulator"].startswith("http://127.0.0.1:8100 ")
     assert env["PATH"] == "/bin"
     assert env["BATCHPIPE_DISPATCHER_DATA_DIR"] == str(tmp_path / "dispatcher" / "data")
     assert plan.urls["ingest API docs"] == "http://127.0.0.1:8000/docs"
@@ -84,6 +87,9 @@ def test_the_users_own_settings_win_over_demo_defaults_but_not_over_the_broker(
         "AZURE_OPENAI_API_KEY": "real-azure-secret",
         "AZURE_OPENAI_AD_TOKEN": "real-azure-token",
         "OPENAI_API_VERSION": "2025-04-01-preview",
+        "ANTHROPIC_BASE_URL": "https://api.anthropic.com",
+        "ANTHROPIC_API_KEY": "sk-ant-real-secret",
+        "ANTHROPIC_AUTH_TOKEN": "real-anthropic-token",
     }
     plan = build_plan(DevOptions(data_dir=tmp_path), environ)
     env = plan.processes[-1].env
@@ -96,7 +102,11 @@ def test_the_users_own_settings_win_over_demo_defaults_but_not_over_the_broker(
     assert env["AZURE_OPENAI_API_KEY"] == EMULATOR_API_KEY
     assert "AZURE_OPENAI_AD_TOKEN" not in env  # the SDK would prefer it to the key
     assert env["OPENAI_API_VERSION"] == "2025-04-01-preview"  # not a secret: the user's own
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8100"
+    assert env["ANTHROPIC_API_KEY"] == EMULATOR_API_KEY
+    assert "ANTHROPIC_AUTH_TOKEN" not in env
     assert "secret" not in str(env) and "real-azure" not in str(env)
+    assert "real-anthropic" not in str(env)
 
 
 def test_real_openai_needs_a_key() -> None:

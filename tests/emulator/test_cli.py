@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from anthropic import Anthropic
 from openai import AzureOpenAI, OpenAI
 from typer.testing import CliRunner
 
@@ -53,6 +54,10 @@ def serve(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], OpenAI]]
             .data
             == []
         )
+        anthropic = re.search(r"ANTHROPIC_BASE_URL=(http://\S+)", line)
+        assert anthropic and anthropic.group(1) == azure.group(1), line
+        claude = Anthropic(base_url=anthropic.group(1), api_key="sk-cli")
+        assert list(claude.messages.batches.list()) == []
         yield proc, OpenAI(base_url=match.group(1), api_key="sk-cli")
     finally:
         if proc.poll() is None:
