@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from batchpipe.shared.logs import get_logger
+from batchpipe.shared.providers.anthropic import AnthropicProvider
 from batchpipe.shared.providers.azure import AzureOpenAIProvider
 from batchpipe.shared.providers.base import BatchProvider, Limits
 from batchpipe.shared.providers.openai import OpenAIProvider
@@ -20,9 +21,12 @@ from batchpipe.shared.settings import Settings, SettingsError
 
 log = get_logger(__name__)
 
-PROVIDERS: Final[Mapping[str, type[OpenAIProvider] | type[AzureOpenAIProvider]]] = {
+PROVIDERS: Final[
+    Mapping[str, type[OpenAIProvider] | type[AzureOpenAIProvider] | type[AnthropicProvider]]
+] = {
     OpenAIProvider.name: OpenAIProvider,
     AzureOpenAIProvider.name: AzureOpenAIProvider,
+    AnthropicProvider.name: AnthropicProvider,
 }
 
 

@@ -93,4 +93,8 @@ def test_what_a_provider_does_not_serve_is_refused_before_it_is_sent() -> None:
     assert reason is not None and "azure batches do not serve /v1/moderations" in reason
     assert refusal("batch-gpt", "/v1/chat/completions", {"model": "batch-gpt"}) is None
     assert refusal("gpt-4o-mini", "/v1/moderations", {}) is None  # OpenAI serves it
-    assert refusal_check(Settings(openai_api_key="sk-test")) is None  # nothing to refuse
+    plain = refusal_check(Settings(openai_api_key="sk-test"))
+    assert plain is not None  # the built-in claude-* route: Anthropic refuses what it can't run
+    assert plain.applies("claude-3-5-haiku") and not plain.applies("gpt-4o-mini")
+    reason = plain("claude-3-5-haiku", "/v1/chat/completions", {"model": "c", "n": 3})
+    assert reason is not None and "n" in reason

@@ -1,0 +1,139 @@
+"""The Anthropic provider end to end against the emulator (official SDK) and the real broker
+(its input store): a window staged, created inline, followed and read back; custom_ids that
+Anthropic would refuse mapped and given back; the batch found again by content after a lost
+create answer, ``Pending`` while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from batchpipe.services.dispatcher.jsonl import write_jsonl
+from batchpipe.shared.contracts import BatchRecord
+from batchpipe.shared.providers.anthropic import AnthropicProvider
+from batchpipe.shared.providers.base import CreateRequest, Pending, Submission
+from batchpipe.shared.settings import Settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
+
+MODEL = "claude-3-5-haiku-latest"
+
+
+def chat(custom_id: str, text: str) -> bytes:
+    return orjson.dumps(
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": MODEL,
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": text},
+                ],
+            },
+        }
+    )
+
+
+def provider(settings: Settings, emulator: Any) -> AnthropicProvider:
+    configured = settings.model_copy(
+        update={
+            "anthropic_api_key": SecretStr("sk-ant"),
+            "anthropic_base_url": emulator.anthropic_base_url,
+        }
+    )
+    return AnthropicProvider.from_settings(configured)
+
+
+async def create(
+    p: AnthropicProvider, lines: list[bytes], tmp_path: Path, dispatch_id: str
+) -> tuple[str, Submission]:
+    path = write_jsonl(lines, tmp_path)
+    staged = await p.stage(path, dispatch_id)
+    request = CreateRequest(
+        dispatch_id=dispatch_id,
+        endpoint="/v1/chat/completions",
+        model=MODEL,
+        path=path,
+        staged=staged,
+        request_count=len(lines),
+        tags={},
+    )
+    return staged, await p.create(request)
+
+
+async def ended(p: AnthropicProvider, batch_id: str) -> Any:
+    async with asyncio.timeout(30):
+        while (progress := await p.retrieve(batch_id)).outcome is None:
+            await asyncio.sleep(0.2)
+    return progress.outcome
+
+
+async def test_a_window_round_trips_with_the_users_own_custom_ids(
+    settings: Settings, emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = emulator_factory(processing_seconds=0.5)
+    p = provider(settings, emulator)
+    try:
+        lines = [chat("user.id:1", "one"), chat("plain-2", "two")]
+        staged, submitted = await create(p, lines, tmp_path, "dsp_round")
+        outcome = await ended(p, submitted.batch_id)
+        assert outcome.status == "completed"
+        record = BatchRecord(
+            batch_id=submitted.batch_id,
+            provider="anthropic",
+            input_file_id=staged,
+            endpoint="/v1/chat/completions",
+            model=MODEL,
+            request_count=2,
+            dispatch_id="dsp_round",
+            input_bytes=10,
+            window_opened_at=1.0,
+            submitted_at=submitted.created_at,
+        )
+        async with p.results(record, outcome) as stream:
+            results = [line async for line in stream]
+        by_id = {r["custom_id"]: r for r in results if r is not None}
+        assert set(by_id) == {"user.id:1", "plain-2"}  # the mapped id is given back
+        body = by_id["user.id:1"]["response"]["body"]
+        assert by_id["user.id:1"]["response"]["status_code"] == 200
+        assert body["type"] == "message" and body["content"][0]["type"] == "text"
+        async with p.requests(record) as originals:
+            back = [(n, cid, line) async for n, cid, line in originals]
+        assert back == [(1, "user.id:1", lines[0]), (2, "plain-2", lines[1])]
+    finally:
+        await p.close()
+
+
+async def test_a_batch_whose_create_answer_was_lost_is_found_by_its_requests(
+    settings: Settings, emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = emulator_factory(processing_seconds=1.5)
+    p = provider(settings, emulator)
+    try:
+        mine = [chat(f"mine-{i}", str(i)) for i in range(3)]
+        other = [chat(f"other-{i}", str(i)) for i in range(3)]  # same size, someone else's
+        _, theirs = await create(p, other, tmp_path, "dsp_other")
+        staged, created = await create(p, mine, tmp_path, "dsp_mine")
+        ask: dict[str, Any] = {
+            "not_before": created.created_at - 60,
+            "staged": {"dsp_mine": staged},
+            "counts": {"dsp_mine": 3},
+        }
+        running = await p.find(["dsp_mine"], **ask)
+        assert isinstance(running["dsp_mine"], Pending)  # cannot tell while they run
+        await ended(p, created.batch_id)
+        await ended(p, theirs.batch_id)
+        found = await p.find(["dsp_mine"], **ask)
+        submission = found["dsp_mine"]
+        assert isinstance(submission, Submission) and submission.batch_id == created.batch_id
+        ask["counts"] = {"dsp_mine": 4}  # no batch of that size: none was created
+        assert await p.find(["dsp_mine"], **ask) == {}
+    finally:
+        await p.close()
