@@ -26,7 +26,7 @@ Decisions, per OpenAI chat-completions parameter (-> the Anthropic param, or wha
 - ``user``, ``safety_identifier`` -> ``metadata.user_id``: both name the end user for abuse
   detection, as ``user_id`` does; refused when both are given and differ.
 - ``temperature``, ``top_p`` -> dropped: the current API has no sampling parameters (above);
-  a value outside OpenAI's range (0 to 2) is refused as invalid.
+  a value outside OpenAI's ranges (0-2, 0-1) is refused as invalid.
 - ``stream`` -> false dropped, true refused (a batch line never streams).
 - ``n`` -> 1 dropped, more refused (Anthropic returns one completion per request).
 - ``store``, ``metadata`` -> dropped: they only tag or keep the completion on OpenAI's side.
@@ -109,6 +109,8 @@ _MAPPED_PARAMS: Final = frozenset(
         "n",
     }
 )
+# OpenAI's ranges of the dropped sampling parameters: a value outside is invalid, not dropped.
+_SAMPLING_RANGES: Final[Mapping[str, int]] = {"temperature": 2, "top_p": 1}
 # Parameters that cannot change the completion.
 _DROPPED_PARAMS: Final = frozenset(
     {
@@ -234,10 +236,10 @@ def _translate_chat(body: Mapping[str, Any], default_max_tokens: int) -> dict[st
     if system:
         params["system"] = system
 
-    for name in ("temperature", "top_p"):
+    for name, top in _SAMPLING_RANGES.items():
         value = body.get(name)
-        if value is not None and (type(value) not in (int, float) or not 0 <= value <= 2):
-            raise Untranslatable(f"{name} {value!r} is not a number from 0 to 2")
+        if value is not None and (type(value) not in (int, float) or not 0 <= value <= top):
+            raise Untranslatable(f"{name} {_json(value)} is not a number from 0 to {top}")
     stream = body.get("stream")
     if stream is not None and stream is not False:
         raise Untranslatable(f"stream={_json(stream)}: Anthropic batches do not stream")
@@ -394,7 +396,7 @@ def _block(role: str, part: Any, where: str) -> dict[str, Any]:
         return {"type": "text", "text": refusal}
     if kind == "image_url" and role == "user":
         return _image(part, where)
-    raise Untranslatable(f"{where}: part type {_json(kind)} is not supported in a {role} message")
+    raise Untranslatable(f"{where}: part type {_json(kind)} is not supported in {role} messages")
 
 
 def _text(part: Mapping[str, Any], where: str, *, allow_empty: bool) -> str:
