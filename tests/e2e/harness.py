@@ -130,6 +130,7 @@ class Pipeline:
             update={
                 "openai_base_url": f"{self.emulator_url}/v1",
                 "azure_openai_endpoint": self.emulator_url,
+                "anthropic_base_url": self.emulator_url,
                 "openai_api_version": AZURE_API_VERSION,
                 "dispatcher_web_port": free_port(),
                 "poller_http_port": free_port(),
@@ -139,6 +140,10 @@ class Pipeline:
             from pydantic import SecretStr
 
             settings = settings.model_copy(update={"openai_api_key": SecretStr("sk-emulator")})
+        if settings.anthropic_api_key is None:
+            from pydantic import SecretStr
+
+            settings = settings.model_copy(update={"anthropic_api_key": SecretStr("sk-emulator")})
         if settings.azure_openai_api_key is None:
             from pydantic import SecretStr
 
@@ -149,7 +154,7 @@ class Pipeline:
         base_env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("BATCHPIPE_", "OPENAI_", "AZURE_OPENAI_"))
+            if not k.startswith(("BATCHPIPE_", "OPENAI_", "AZURE_OPENAI_", "ANTHROPIC_"))
         }
         env = base_env | settings_env(settings) | self.extra_env
         self.services = {

@@ -117,6 +117,37 @@ async def test_original_curl_payload_yields_two_succeeded_results(pipeline: Pipe
 
 
 @pytest.mark.timeout(120)
+async def test_original_curl_payload_with_a_claude_model_yields_anthropic_results(
+    pipeline: Pipeline,
+) -> None:
+    """The original sample's two questions, each naming a Claude model (routed to Anthropic
+    by the built-in claude-* route): Anthropic-shaped succeeded results, the user's ids."""
+    items = [
+        {"messages": messages, "model": "claude-3-5-haiku-latest"}
+        for messages in SEED_PAYLOAD["data"]
+    ]
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{pipeline.ingest_url}/requests", json={"data": items})
+        refused = await client.post(
+            f"{pipeline.ingest_url}/requests",
+            json={"data": [{"messages": SEED_PAYLOAD["data"][0], "model": "claude-x", "n": 2}]},
+        )
+    assert response.status_code == 202, response.text
+    assert refused.status_code == 422 and "n=2" in refused.text.replace(" ", ""), refused.text
+    ids = set(response.json()["ids"])
+    results = await ResultsFollower(pipeline.settings).read_until(ids, timeout=90)
+    assert results.keys() >= ids, pipeline.logs()
+    for cid in ids:
+        result = results[cid]
+        assert (result.status, result.provider) == ("succeeded", "anthropic")
+        assert result.model == "claude-3-5-haiku-latest"
+        assert result.response is not None and result.response.body is not None
+        assert result.response.body["type"] == "message"
+        assert result.response.body["content"][0]["type"] == "text"
+        assert result.usage is not None and result.usage.output_tokens > 0
+
+
+@pytest.mark.timeout(120)
 async def test_request_produced_straight_to_kafka_gets_its_result(pipeline: Pipeline) -> None:
     cid = f"direct-{uuid.uuid4().hex[:8]}"
     await produce_plain(pipeline.settings, [(cid, line(cid, "gpt-4o-mini"))])
