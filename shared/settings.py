@@ -243,6 +243,16 @@ class Settings(BaseSettings):
         "results, mid-transaction, to prove exactly-once on replay.",
     )
 
+    # --- Replicated cluster ---------------------------------------------------------------
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="min.insync.replicas of new topics (2 with a replication factor of 3: an "
+        "acks=all write survives one broker down and is refused rather than kept on one copy). "
+        "Unset: the broker's default.",
+    )
+
     @field_validator("default_request_kwargs", mode="before")
     @classmethod
     def _parse_kwargs(cls, value: object) -> object:
