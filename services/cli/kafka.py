@@ -206,3 +206,26 @@ def topics() -> None:
         plural = "" if spec.partitions == 1 else "s"
         configs = "".join(f", {key}={value}" for key, value in sorted(spec.config.items()))
         typer.echo(f"{spec.name}: {status} ({spec.partitions} partition{plural}{configs})")
+
+
+def kafka_acls(
+    principal: Annotated[
+        str | None, typer.Option(help="Only this service principal (default: all of them).")
+    ] = None,
+) -> None:
+    """Print the Kafka ACLs each batchpipe service needs, as kafka-acls.sh arguments.
+
+    Topic names, groups and transactional ids come from the BATCHPIPE_* settings, so run it
+    with the same environment as the services. Append --bootstrap-server and
+    --command-config (an administrator's client config) to each line.
+    """
+    from batchpipe.shared.acls import SERVICE_PRINCIPALS, service_acls
+
+    settings = settings_or_exit("kafka-acls")
+    if principal is not None and principal not in SERVICE_PRINCIPALS:
+        typer.secho(f"batchpipe kafka-acls: no principal {principal!r}", err=True, fg="red")
+        raise typer.Exit(2)
+    for name in [principal] if principal else SERVICE_PRINCIPALS:
+        typer.echo(f"# {name}")
+        for acl in service_acls(settings, name):
+            typer.echo(f"kafka-acls.sh {acl.cli_args()}")

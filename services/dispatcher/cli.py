@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import typer
 
-from batchpipe.services.cli.support import settings_or_exit
+from batchpipe.services.cli.support import kafka_access_or_exit, settings_or_exit
 from batchpipe.services.dispatcher.process_tuning import tune_process
 
 
 def dispatcher() -> None:
     """Window the requests topic into provider batches (Faust worker; web port for health)."""
     settings = settings_or_exit("dispatcher")
+    kafka_access_or_exit(settings, "dispatcher")
     if settings.dispatcher_engine == "aiokafka":
         import asyncio
 
