@@ -89,6 +89,16 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **config)
 
 
+def group_instance_id(template: str | None) -> str | None:
+    """A static membership id from its setting: ``{hostname}`` becomes this host's name, so
+    replicas that share one environment (compose, a deployment) still get ids of their own."""
+    if template is None:
+        return None
+    import socket
+
+    return template.replace("{hostname}", socket.gethostname())
+
+
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_config(settings))
 

@@ -253,6 +253,22 @@ class Settings(BaseSettings):
         "Unset: the broker's default.",
     )
 
+    # --- Failover (static group membership) ---------------------------------------------
+    dispatcher_group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Static group membership id of this dispatcher worker: unique per worker "
+        "and the same across its restarts (e.g. the pod name; {hostname} is replaced by the "
+        "host's name). A worker restarted within the session timeout gets its partitions back "
+        "at once, without a rebalance; a stopped one keeps them until the session times out.",
+    )
+    poller_group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Static group membership id of this poller (as "
+        "BATCHPIPE_DISPATCHER_GROUP_INSTANCE_ID, for the poller's group).",
+    )
+
     @field_validator("default_request_kwargs", mode="before")
     @classmethod
     def _parse_kwargs(cls, value: object) -> object:
