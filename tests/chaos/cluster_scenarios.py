@@ -105,7 +105,7 @@ async def cluster_scenario(number: int, workdir: Path, size: Size) -> Row:
     """Run cluster scenario ``number`` (7 to 9)."""
     if number == 7:
         return await run_scenario(
-            "3 brokers: requests leader kill -9",
+            "requests leader kill -9 (3 brokers)",
             workdir,
             size,
             fault=kill_leader("requests"),
@@ -114,7 +114,7 @@ async def cluster_scenario(number: int, workdir: Path, size: Size) -> Row:
         )
     if number == 8:
         return await run_scenario(
-            "3 brokers: results leader kill -9",
+            "results leader kill -9 (3 brokers)",
             workdir,
             size,
             fault=kill_leader("results"),
@@ -122,6 +122,6 @@ async def cluster_scenario(number: int, workdir: Path, size: Size) -> Row:
         )
     if number == 9:
         return await run_scenario(
-            "3 brokers: rolling restart", workdir, size, fault=rolling_restart(), brokers=3
+            "rolling restart (3 brokers)", workdir, size, fault=rolling_restart(), brokers=3
         )
     raise ValueError(f"no cluster scenario {number}")
