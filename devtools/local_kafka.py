@@ -1,9 +1,14 @@
-"""A real single-node Apache Kafka (KRaft) run as a local process, for development and tests.
+"""A real Apache Kafka (KRaft) node run as a local process, for development and tests.
 
 Docker does not run on the development machines and no OS package ships Kafka, so the broker's
 jars are resolved from Maven Central with ``mvn`` into a cache (or taken from ``KAFKA_HOME``),
 storage is formatted on first start, and ``kafka.Kafka`` runs with Java 17 in the foreground.
 Data stays in ``data_dir`` across restarts. The Kafka version is pinned here, in one place.
+
+A ``LocalKafka`` is one combined broker+controller process: alone it is a single-node cluster;
+``devtools.kafka_cluster`` runs several of them as one quorum (``node_id``, ``voters``,
+``cluster_id``, ``replication``), and ``devtools.kafka_security`` gives a node TLS listeners,
+SCRAM users and the ACL authorizer (``security``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from batchpipe.devtools import launch
+from batchpipe.devtools.kafka_security import BrokerSecurity
 
 KAFKA_VERSION = "3.9.2"
 SCALA_VERSION = "2.13"
@@ -127,12 +133,23 @@ def _port_open(host: str, port: int) -> bool:
 
 @dataclass
 class LocalKafka:
-    """One KRaft broker+controller process listening on 127.0.0.1."""
+    """One KRaft broker+controller process listening on 127.0.0.1.
+
+    Defaults make a single-node cluster. In a quorum every node shares ``cluster_id`` and
+    ``voters`` (``id@host:port`` of each controller) and ``replication`` is the cluster's size,
+    which sets the replication of Kafka's own offsets and transaction topics (and their
+    ``min.isr``, one less than that, so one node may be down).
+    """
 
     data_dir: Path
     port: int = 9092
     controller_port: int = 0
     host: str = "127.0.0.1"
+    node_id: int = 1
+    voters: str | None = None
+    cluster_id: str | None = None
+    replication: int = 1
+    security: BrokerSecurity | None = None
     heap: str = "512m"
     log_level: str = "WARN"
     auto_create_topics: bool = False
@@ -145,25 +162,36 @@ class LocalKafka:
 
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+        """Where clients connect: ``localhost`` with TLS (the name its certificate carries)."""
+        host = self.security.advertised_host if self.security else self.host
+        return f"{host}:{self.port}"
 
     def server_properties(self) -> str:
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+        replicas = str(self.replication)
+        min_isr = str(max(1, self.replication - 1))
+        listeners: dict[str, str] = {
             "listeners": f"PLAINTEXT://{self.host}:{self.port},"
             f"CONTROLLER://{self.host}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        }
+        if self.security is not None:
+            listeners = self.security.server_properties(self.host, self.port, self.controller_port)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters
+            or f"{self.node_id}@{self.host}:{self.controller_port}",
+            **listeners,
             "log.dirs": str(self.data_dir / "log"),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "10",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": str(self.auto_create_topics).lower(),
@@ -191,6 +219,7 @@ class LocalKafka:
             self.controller_port = free_port()
         props = self.data_dir / "server.properties"
         props.write_text(self.server_properties())
+        props.chmod(0o600)  # with security it holds the inter-broker password
         log4j = self.data_dir / "log4j.properties"
         log4j.write_text(_LOG4J.format(level=self.log_level))
         base = [
@@ -205,9 +234,11 @@ class LocalKafka:
             f"{libs}/*",
         ]
         if not (self.data_dir / "log" / "meta.properties").exists():
-            cluster_id = _cluster_id(self.data_dir)
+            cluster_id = self.cluster_id or _cluster_id(self.data_dir)
             fmt = [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
             fmt.append("--ignore-formatted")
+            if self.security is not None:
+                fmt += self.security.format_args()
             done = subprocess.run(  # noqa: S603
                 self._launched(fmt), capture_output=True, text=True, check=False
             )
@@ -234,6 +265,10 @@ class LocalKafka:
                 return time.monotonic() - started
             time.sleep(0.1)
         raise KafkaSetupError(f"Kafka did not open {self.bootstrap} within {timeout:.0f}s")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM (a clean, flushed shutdown), SIGKILL if it takes longer than ``timeout``.

@@ -89,6 +89,16 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **config)
 
 
+def group_instance_id(template: str | None) -> str | None:
+    """A static membership id from its setting: ``{hostname}`` becomes this host's name, so
+    replicas that share one environment (compose, a deployment) still get ids of their own."""
+    if template is None:
+        return None
+    import socket
+
+    return template.replace("{hostname}", socket.gethostname())
+
+
 def make_admin(settings: Settings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_config(settings))
 
@@ -97,8 +107,27 @@ async def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] | None = None, *, connect_timeout: float = 30.0
 ) -> list[str]:
     """Create the topics in ``specs`` (default: all of ``topic_specs``) that do not exist yet;
-    return the names created. Idempotent; a topic created meanwhile counts as existing."""
+    return the names created. Idempotent; a topic created meanwhile counts as existing.
+
+    A retriable error (a broker of a cluster down, its metadata not yet refreshed) is retried
+    with a new admin client until ``connect_timeout`` has passed."""
     wanted = list(specs) if specs is not None else topic_specs(settings)
+    deadline = asyncio.get_running_loop().time() + connect_timeout
+    created: list[str] = []
+    while True:
+        try:
+            created += await _ensure_once(settings, wanted, connect_timeout)
+            return created
+        except KafkaError as exc:
+            if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("topics.retry", error=type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_once(
+    settings: Settings, wanted: list[TopicSpec], connect_timeout: float
+) -> list[str]:
     admin = make_admin(settings)
     await asyncio.wait_for(admin.start(), connect_timeout)
     try:

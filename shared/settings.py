@@ -327,6 +327,32 @@ class Settings(BaseSettings):
         "results, mid-transaction, to prove exactly-once on replay.",
     )
 
+    # --- Replicated cluster ---------------------------------------------------------------
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="min.insync.replicas of new topics (2 with a replication factor of 3: an "
+        "acks=all write survives one broker down and is refused rather than kept on one copy). "
+        "Unset: the broker's default.",
+    )
+
+    # --- Failover (static group membership) ---------------------------------------------
+    dispatcher_group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Static group membership id of this dispatcher worker: unique per worker "
+        "and the same across its restarts (e.g. the pod name; {hostname} is replaced by the "
+        "host's name). A worker restarted within the session timeout gets its partitions back "
+        "at once, without a rebalance; a stopped one keeps them until the session times out.",
+    )
+    poller_group_instance_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Static group membership id of this poller (as "
+        "BATCHPIPE_DISPATCHER_GROUP_INSTANCE_ID, for the poller's group).",
+    )
+
     @field_validator("default_request_kwargs", mode="before")
     @classmethod
     def _parse_kwargs(cls, value: object) -> object:

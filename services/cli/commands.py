@@ -12,7 +12,7 @@ import typer
 from batchpipe.devtools.dev.cli import dev_command
 from batchpipe.devtools.emulator.cli import openai_emulator
 from batchpipe.services.cli.config import config
-from batchpipe.services.cli.kafka import kafka, topics
+from batchpipe.services.cli.kafka import kafka, kafka_acls, topics
 from batchpipe.services.cli.results import results
 from batchpipe.services.cli.schema import schema
 from batchpipe.services.cli.submit import submit
@@ -33,6 +33,7 @@ app = typer.Typer(
 
 app.command("kafka")(kafka)
 app.command("topics")(topics)
+app.command("kafka-acls")(kafka_acls)
 app.command("schema")(schema)
 app.command("config")(config)
 app.command("dispatcher")(dispatcher)

@@ -36,7 +36,7 @@ from faust.web import Request, Response, View
 from batchpipe.services.dispatcher.dispatcher import Dispatcher
 from batchpipe.services.dispatcher.records import TP, Incoming, header_items
 from batchpipe.services.dispatcher.worker import GroupTimeouts, Worker
-from batchpipe.shared.kafka import faust_broker_config
+from batchpipe.shared.kafka import faust_broker_config, group_instance_id
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.settings import Settings, load_settings
 
@@ -246,6 +246,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=timeouts.session,
         broker_heartbeat_interval=timeouts.heartbeat,
         broker_rebalance_timeout=timeouts.rebalance,
+        consumer_group_instance_id=group_instance_id(settings.dispatcher_group_instance_id),
         producer_max_request_size=4 * 1024 * 1024,
         consumer_max_fetch_size=4 * 1024 * 1024,
     )

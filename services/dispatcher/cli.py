@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from batchpipe.services.cli.support import settings_or_exit
+from batchpipe.services.cli.support import kafka_access_or_exit, settings_or_exit
 from batchpipe.services.dispatcher.process_tuning import tune_process
 
 
@@ -32,6 +32,7 @@ def dispatcher() -> None:
             typer.secho(f"batchpipe dispatcher: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
 
+    kafka_access_or_exit(settings, "dispatcher")
     if settings.dispatcher_engine == "aiokafka":
         import asyncio
 

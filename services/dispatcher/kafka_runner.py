@@ -29,7 +29,7 @@ from batchpipe.services.dispatcher.backoff import Backoff
 from batchpipe.services.dispatcher.dispatcher import Dispatcher
 from batchpipe.services.dispatcher.records import TP
 from batchpipe.services.dispatcher.worker import GroupTimeouts, Worker
-from batchpipe.shared.kafka import make_consumer
+from batchpipe.shared.kafka import group_instance_id, make_consumer
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.ops_http import ops_app, serve_in_background
 from batchpipe.shared.settings import Settings
@@ -66,6 +66,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         group_id=settings.dispatcher_group_id,
         session_timeout_ms=int(timeouts.session * 1000),
         heartbeat_interval_ms=int(timeouts.heartbeat * 1000),
+        group_instance_id=group_instance_id(settings.dispatcher_group_instance_id),
         rebalance_timeout_ms=int(timeouts.rebalance * 1000),
         max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )

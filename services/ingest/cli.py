@@ -31,7 +31,7 @@ def ingest(
     import uvicorn
     from prometheus_client import CollectorRegistry
 
-    from batchpipe.services.cli.support import settings_or_exit
+    from batchpipe.services.cli.support import kafka_access_or_exit, settings_or_exit
     from batchpipe.services.ingest.app import create_app
     from batchpipe.services.ingest.worker_metrics import (
         DeadWorkerSweeper,
@@ -39,6 +39,7 @@ def ingest(
     )
 
     settings = settings_or_exit("ingest")
+    kafka_access_or_exit(settings, "ingest")
     bind = host or settings.http_host
     if workers > 1:
         # Workers are separate processes: each builds its app (and producer) from the env,

@@ -29,7 +29,12 @@ from batchpipe.services.poller.results import emissions
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
-from batchpipe.shared.kafka import ensure_topics, make_consumer, topic_exists
+from batchpipe.shared.kafka import (
+    ensure_topics,
+    group_instance_id,
+    make_consumer,
+    topic_exists,
+)
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.ops_http import json_response, ops_router
 from batchpipe.shared.providers.base import BatchOutcome
@@ -200,7 +205,10 @@ class Poller:
         await ensure_topics(settings, [poller_state_spec(settings)])
         self._state_partitions = await self._partition_count(settings.poller_state_topic)
         consumer = make_consumer(
-            settings, group_id=group_id(settings), max_poll_interval_ms=600_000
+            settings,
+            group_id=group_id(settings),
+            max_poll_interval_ms=600_000,
+            group_instance_id=group_instance_id(settings.poller_group_instance_id),
         )
         consumer.subscribe([settings.batches_topic], listener=_Rebalance(self))
         await consumer.start()

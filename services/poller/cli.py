@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from batchpipe.services.cli.support import settings_or_exit
+from batchpipe.services.cli.support import kafka_access_or_exit, settings_or_exit
 
 DEFAULT_STATUS_URL = "http://127.0.0.1:8001"
 
@@ -21,6 +21,7 @@ def poller() -> None:
     from batchpipe.shared.settings import SettingsError
 
     settings = settings_or_exit("poller")
+    kafka_access_or_exit(settings, "poller")
     for chatty in ("httpx", "httpx2"):  # one INFO line per retrieve call otherwise
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 

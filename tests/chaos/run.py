@@ -2,6 +2,7 @@
 
     python -m tests.chaos.run                 # full form: 20,000 requests, 4 kills each
     python -m tests.chaos.run --short -s 1 -s 4   # a quick look at two scenarios
+    python -m tests.chaos.run -s 7 -s 8 -s 9      # the 3-broker cluster scenarios only
 
 The table also goes to `chaos-report.md` (markdown) in the work directory.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tests.chaos.scenarios import SCENARIOS, Row, Size, scenario
+from tests.chaos.scenarios import CLUSTER_SCENARIOS, SCENARIOS, Row, Size, scenario
 
 HEADERS = (
     "scenario",
@@ -84,12 +85,16 @@ async def main_async(numbers: list[int], size: Size, workdir: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="the short form run by make test")
-    parser.add_argument("-s", "--scenario", type=int, action="append", choices=SCENARIOS)
+    parser.add_argument(
+        "-s", "--scenario", type=int, action="append", choices=SCENARIOS + CLUSTER_SCENARIOS
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     size = Size.short() if args.short else Size.full()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="batchpipe-chaos-"))
-    sys.exit(asyncio.run(main_async(args.scenario or list(SCENARIOS), size, workdir)))
+    sys.exit(
+        asyncio.run(main_async(args.scenario or [*SCENARIOS, *CLUSTER_SCENARIOS], size, workdir))
+    )
 
 
 if __name__ == "__main__":

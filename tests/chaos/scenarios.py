@@ -1,7 +1,8 @@
 """The reliability scenarios: kill, restart and fault every part, and count what is lost.
 
 Each scenario runs the emulator and the three services as processes (`tests.e2e.harness`) on a
-broker of its own (scenario 4 stops it), drives load, injects its fault while the load flows and
+broker of its own (scenario 4 stops it) or a 3-broker cluster (7-9, ``cluster_scenarios``),
+drives load, injects its fault while the load flows and
 then waits for every accepted request to reach a terminal result. It returns a `Row`:
 
 - lost: accepted requests (202 ids + directly produced ids) without a terminal result;
@@ -31,6 +32,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from batchpipe.devtools.kafka_cluster import LocalCluster
 from batchpipe.devtools.local_kafka import LocalKafka, free_port
 from batchpipe.shared.contracts import DeadLetter, decode
 from batchpipe.shared.kafka import ensure_topics, make_consumer
@@ -115,6 +117,18 @@ async def running_broker(workdir: Path) -> AsyncIterator[LocalKafka]:
     finally:
         broker.stop()
         log.close()
+
+
+@contextlib.asynccontextmanager
+async def running_cluster_async(workdir: Path) -> AsyncIterator[LocalCluster]:
+    """A 3-broker cluster (one process each) for the block; every node stopped after."""
+    cluster = LocalCluster(data_dir=workdir / "kafka", size=3, heap="256m")
+    try:
+        await asyncio.to_thread(cluster.start)
+        await asyncio.to_thread(cluster.wait_ready, 180)
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 def chat_line(custom_id: str, model: str = "gpt-4o-mini") -> bytes:
@@ -241,7 +255,7 @@ class Run:
     """One scenario in progress: its pipeline, broker, results follower and recoveries."""
 
     pipeline: Pipeline
-    broker: LocalKafka
+    broker: LocalKafka | LocalCluster
     follower: ResultsFollower
     size: Size
     rng: random.Random
@@ -281,11 +295,17 @@ async def run_scenario(
     emulator_args: list[str] | None = None,
     garbage: list[bytes] | None = None,
     seed: int = 1,
+    brokers: int = 1,
 ) -> Row:
-    """Run one scenario end to end and count what was lost or duplicated."""
+    """Run one scenario end to end and count what was lost or duplicated; ``brokers=3`` runs
+    it on a replicated cluster (topics with 3 replicas and min.insync.replicas=2)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    async with running_broker(workdir) as broker:
-        settings = make_test_settings(broker.bootstrap, **FAST)
+    broker_cm = running_cluster_async(workdir) if brokers > 1 else running_broker(workdir)
+    async with broker_cm as broker:
+        replicated = {"topic_replication_factor": 3, "topic_min_insync_replicas": 2}
+        settings = make_test_settings(
+            broker.bootstrap, **FAST, **(replicated if brokers > 1 else {})
+        )
         await ensure_topics(settings)
         pipeline = Pipeline(
             settings,
@@ -370,6 +390,7 @@ def kill_poller_mid_stream() -> Fault:
 
 def stop_broker() -> Fault:
     async def fault(run: Run) -> None:
+        assert isinstance(run.broker, LocalKafka)
         await asyncio.sleep(run.size.load_seconds / 3)
         run.broker.stop()
         await asyncio.sleep(run.size.broker_down_seconds)
@@ -422,7 +443,7 @@ EMULATOR_FAULTS = [
 
 
 async def scenario(number: int, workdir: Path, size: Size) -> Row:
-    """Run scenario ``number`` (1 to 6) of the reliability suite."""
+    """Run scenario ``number`` (1 to 9) of the reliability suite."""
     path = workdir / f"scenario-{number}"
     if number == 1:
         return await run_scenario(
@@ -448,7 +469,13 @@ async def scenario(number: int, workdir: Path, size: Size) -> Row:
         return await run_scenario(
             "garbage on requests", path, size, fault=no_fault, garbage=GARBAGE
         )
+    if number in CLUSTER_SCENARIOS:
+        from tests.chaos.cluster_scenarios import cluster_scenario
+
+        return await cluster_scenario(number, path, size)
     raise ValueError(f"no scenario {number}")
 
 
+# 1-6 on one broker (the short form runs in make test); 7-9 on a 3-broker cluster (make chaos).
 SCENARIOS = (1, 2, 3, 4, 5, 6)
+CLUSTER_SCENARIOS = (7, 8, 9)

@@ -2,7 +2,8 @@
 
 `Pipeline` starts the OpenAI emulator, ingest, the dispatcher and the poller as separate
 `batchpipe` processes against a real broker, with the settings rendered as environment variables
-(`shared.settings.settings_env`), each process logging to its own file under the work directory.
+(`shared.settings.settings_env`), each process logging to its own file under the work directory;
+the dispatcher and the poller are static group members (``*_GROUP_INSTANCE_ID``).
 Processes can be stopped (SIGTERM), killed (SIGKILL, as `kill -9`) and restarted, which is all the
 chaos suite needs. `ResultsFollower` follows the results topic with a read_committed consumer and
 counts what it sees per custom_id.
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,9 @@ class Pipeline:
     workdir: Path
     emulator_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Per service (ingest, dispatcher, poller): variables only that process gets, e.g. its own
+    # Kafka principal on a secured broker.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     ingest_url: str = ""
     emulator_url: str = ""
@@ -157,6 +162,10 @@ class Pipeline:
             if not k.startswith(("BATCHPIPE_", "OPENAI_", "AZURE_OPENAI_", "ANTHROPIC_"))
         }
         env = base_env | settings_env(settings) | self.extra_env
+        # Static group membership, as a deployment should run it: a restarted process is
+        # the same member and gets its partitions back at once. Unique per pipeline, since
+        # pipelines of one test session share the broker and the default group ids.
+        member = uuid.uuid4().hex[:8]
         self.services = {
             "emulator": ServiceProcess(
                 "emulator",
@@ -183,18 +192,25 @@ class Pipeline:
             "dispatcher": ServiceProcess(
                 "dispatcher",
                 [*BATCHPIPE, "dispatcher"],
-                env | {"BATCHPIPE_DISPATCHER_DATA_DIR": str(self.workdir / "dispatcher")},
+                env
+                | {
+                    "BATCHPIPE_DISPATCHER_DATA_DIR": str(self.workdir / "dispatcher"),
+                    "BATCHPIPE_DISPATCHER_GROUP_INSTANCE_ID": f"dispatcher-{member}",
+                },
                 self.workdir / "dispatcher.log",
                 None,
             ),
             "poller": ServiceProcess(
                 "poller",
                 [*BATCHPIPE, "poller"],
-                env,
+                env | {"BATCHPIPE_POLLER_GROUP_INSTANCE_ID": f"poller-{member}"},
                 self.workdir / "poller.log",
                 f"http://127.0.0.1:{settings.poller_http_port}/readyz",
             ),
         }
+
+        for name, own in self.service_env.items():
+            self.services[name].env = self.services[name].env | own
 
     def __getitem__(self, name: str) -> ServiceProcess:
         return self.services[name]
