@@ -12,8 +12,9 @@ then waits for every accepted request to reach a terminal result. It returns a `
 - dead-lettered: messages on dead-letters (scenario 6 expects each garbage message exactly once);
 - recovery: seconds from each restart to the next result published (the worst is reported).
 
-Every scenario's traffic is mixed over two providers: a third of the requests name an Azure
-OpenAI deployment (routed by ``azure-*``), the rest OpenAI models; the emulator serves both.
+Every scenario's traffic is mixed over three providers: a third of the requests name an Azure
+OpenAI deployment (routed by ``azure-*``), a third a Claude model (Anthropic), the rest OpenAI
+models; the emulator serves all three.
 """
 
 from __future__ import annotations
@@ -46,15 +47,20 @@ FAST = {
     "poll_interval_seconds": 0.5,
     "poll_max_rps": 50.0,
     "max_attempts": 5,
-    # a third of the traffic goes to Azure OpenAI deployments (``model_of``)
+    # a third of the traffic goes to Azure OpenAI deployments, a third to Anthropic
+    # (``model_of``)
     "provider_routes": "azure-*=azure",
 }
 EMULATOR = ["--processing-seconds", "1"]
 
 
+MODELS = ("gpt-4o-mini", "azure-gpt-4o-mini", "claude-3-5-haiku-latest")
+
+
 def model_of(custom_id: str) -> str:
-    """Every scenario mixes providers: one request in three names an Azure deployment."""
-    return "azure-gpt-4o-mini" if sum(custom_id.encode()) % 3 == 0 else "gpt-4o-mini"
+    """Every scenario mixes providers: a third each to OpenAI, an Azure deployment and a
+    Claude model (Anthropic, by the built-in claude-* route)."""
+    return MODELS[sum(custom_id.encode()) % 3]
 
 
 @dataclass
@@ -439,6 +445,13 @@ EMULATOR_FAULTS = [
     "0.05",
     "--force-expire",
     "0.03",
+    # Anthropic's own: errored lines of a transient type, 529 on create
+    "--anthropic-error-rate",
+    "0.1",
+    "--anthropic-error-types",
+    "overloaded_error,api_error",
+    "--create-529-rate",
+    "0.2",
 ]
 
 
