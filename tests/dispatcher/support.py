@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from batchpipe.devtools.local_kafka import free_port
 from batchpipe.shared.contracts import BatchRecord, attempt_headers, decode, key_bytes
+from batchpipe.shared.providers.input_store import InputRef, InputStore
 from batchpipe.shared.providers.openai import make_openai
 from batchpipe.shared.settings import Settings, settings_env
 
@@ -110,6 +111,8 @@ def dispatcher_settings(base: Settings, emulator: Any, **overrides: Any) -> Sett
     values.update(
         openai_base_url=emulator.base_url,
         openai_api_key=emulator.api_key,
+        anthropic_base_url=emulator.anthropic_base_url,
+        anthropic_api_key=emulator.api_key or "sk-emulator",
         dispatcher_group_id=f"dispatcher-{base.requests_topic}",
         openai_max_retries=2,
         dispatcher_session_timeout_seconds=6.0,
@@ -133,18 +136,25 @@ async def read_batches(consumer: Any, timeout: float, *, until: Any) -> list[Bat
 
 
 async def custom_ids_of(settings: Settings, records: Iterable[BatchRecord]) -> list[str]:
-    """Every custom_id in the input files of these batches (one per line, with repeats)."""
+    """Every custom_id in the input files of these batches (one per line, with repeats); an
+    Anthropic batch's input is read back from the input store."""
     client = make_openai(settings)
+    store = InputStore(settings)
     ids: list[str] = []
     try:
         for record in {r.batch_id: r for r in records}.values():
             assert record.input_file_id is not None
+            if record.provider == "anthropic":
+                ref = InputRef.parse(record.input_file_id)
+                ids += [orjson.loads(line)["custom_id"] async for line in store.read(ref)]
+                continue
             content = await client.files.content(record.input_file_id)
             for line in content.content.splitlines():
                 if line.strip():
                     ids.append(orjson.loads(line)["custom_id"])
     finally:
         await client.close()
+        await store.close()
     return ids
 
 
