@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import ledger_topic, topic_names
+from batchpipe.shared.topics import batch_inputs_topic, ledger_topic, topic_names
 
 ResourceType = Literal["topic", "group", "transactional-id", "cluster"]
 Operation = Literal["Read", "Write", "Describe", "IdempotentWrite"]
@@ -86,6 +86,9 @@ def service_acls(settings: Settings, principal: str) -> list[Acl]:
             *_topic(principal, s.batches_topic, "Write"),
             *_topic(principal, s.dead_letters_topic, "Write"),
             *_topic(principal, ledger_topic(s), "Read", "Write"),
+            # staged windows of providers without input files (Anthropic): written before
+            # create, read back to create after a crash and to find a batch by its requests
+            *_topic(principal, batch_inputs_topic(s), "Read", "Write"),
             Acl(principal, "group", s.dispatcher_group_id, "Read"),
             Acl(principal, "group", s.dispatcher_group_id, "Describe"),
         ]
@@ -96,6 +99,8 @@ def service_acls(settings: Settings, principal: str) -> list[Acl]:
             *_topic(principal, s.results_topic, "Write"),
             *_topic(principal, s.requests_topic, "Write"),
             *_topic(principal, s.poller_state_topic, "Read", "Write"),
+            # the original lines of Anthropic batches (retries, custom_ids given back)
+            *_topic(principal, batch_inputs_topic(s), "Read"),
             Acl(principal, "group", poller_group(s), "Read"),
             Acl(principal, "group", poller_group(s), "Describe"),
             Acl(principal, "transactional-id", prefix, "Write", "prefixed"),

@@ -1,6 +1,6 @@
 """Every Kafka topic batchpipe uses, with the settings it is created with: the one registry.
 
-``topic_specs`` lists all six topics in pipeline order. ``ensure_topics`` (``shared.kafka``)
+``topic_specs`` lists all seven topics in pipeline order. ``ensure_topics`` (``shared.kafka``)
 creates them from here, the services ensure the topics they own from here, and
 ``batchpipe topics`` creates and lists them from here, so a topic has the same partitions and
 configs whoever created it first.
@@ -15,6 +15,8 @@ configs whoever created it first.
 - the poller state (``services.poller.state_topic``): compacted, one progress record per
   batch, with as many partitions as ``batches``, so each batches partition has a state
   partition of its own.
+- the batch inputs (``shared.providers.input_store``): the original lines of batches whose
+  provider keeps no input file (Anthropic), kept 31 days.
 
 Every topic is created with ``BATCHPIPE_TOPIC_REPLICATION_FACTOR`` replicas and, when
 ``BATCHPIPE_TOPIC_MIN_INSYNC_REPLICAS`` is set, that ``min.insync.replicas`` (3 and 2 on a
@@ -90,8 +92,8 @@ def batch_inputs_topic(settings: Settings) -> str:
 
 
 def batch_inputs_spec(settings: Settings) -> TopicSpec:
-    """Created by the first provider that stages a window there (Anthropic), not with the
-    pipeline's topics: a pipeline without such a provider never has it."""
+    """Created with the pipeline's topics (an administrator creates them on a secured
+    cluster) and ensured again by the first provider that stages a window there."""
     return _spec(
         settings,
         batch_inputs_topic(settings),
@@ -116,6 +118,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         poller_state_spec(settings),
         _spec(settings, settings.results_topic),
         _spec(settings, settings.dead_letters_topic, big),
+        batch_inputs_spec(settings),
     ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from batchpipe.services.poller.publisher import group_id, transactional_id
 from batchpipe.shared.acls import all_acls, poller_group, poller_transactional_prefix, service_acls
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import ledger_topic, topic_names
+from batchpipe.shared.topics import batch_inputs_topic, ledger_topic, topic_names
 
 
 def rights(settings: Settings, principal: str) -> set[tuple[str, str, str]]:
@@ -36,7 +36,9 @@ def test_least_privilege_per_service() -> None:
         "bt",
         s.dead_letters_topic,
         ledger_topic(s),
+        batch_inputs_topic(s),  # Anthropic's staged windows
     }
+    assert ("topic", batch_inputs_topic(s), "Read") in rights(s, "poller")
     poller = rights(s, "poller")
     assert {n for k, n, op in poller if op == "Write" and k == "topic"} == {
         "rs",

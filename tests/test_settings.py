@@ -35,6 +35,7 @@ def test_defaults_match_the_issue_and_the_seed_sample() -> None:
         "poller-state",
         "results",
         "dead-letters",
+        "requests.batch-inputs",
     ]
     assert s.topic_partitions == 6
     assert s.batch_max_requests is None  # each provider's own limit
