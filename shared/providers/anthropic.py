@@ -27,7 +27,6 @@ What differs from the Files + Batches protocol, and how batchpipe keeps its guar
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +55,7 @@ from batchpipe.shared.providers.base import (
     RequestStream,
     ResultLine,
     Submission,
+    closing_stream,
 )
 from batchpipe.shared.providers.input_store import InputRef, InputStore
 from batchpipe.shared.settings import Settings, SettingsError
@@ -300,7 +300,7 @@ class AnthropicProvider(BatchProvider):
                 yield result_line(parsed, originals.get(sent, sent))
 
     def results(self, record: BatchRecord, outcome: BatchOutcome) -> LineStream:
-        return _closing(self._results(record))
+        return closing_stream(self._results(record))
 
     async def _requests(self, record: BatchRecord) -> AsyncIterator[RequestLineBytes]:
         if record.input_file_id is None:
@@ -313,7 +313,7 @@ class AnthropicProvider(BatchProvider):
             yield number, orjson.loads(line)["custom_id"], line
 
     def requests(self, record: BatchRecord) -> RequestStream:
-        return _closing(self._requests(record))
+        return closing_stream(self._requests(record))
 
     async def cancel(self, batch_id: str) -> None:
         await self.client.messages.batches.cancel(batch_id)
@@ -321,11 +321,3 @@ class AnthropicProvider(BatchProvider):
     async def close(self) -> None:
         await self.client.close()
         await self.store.close()
-
-
-@contextlib.asynccontextmanager
-async def _closing(lines: Any) -> AsyncIterator[Any]:
-    try:
-        yield lines
-    finally:
-        await lines.aclose()

@@ -29,6 +29,7 @@ what it already committed, by position); errors worth retrying are instances of
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -232,3 +233,13 @@ TAG_DISPATCH_ID: Final = "batchpipe_dispatch_id"
 TAG_MODEL: Final = "batchpipe_model"
 TAG_REQUESTS: Final = "batchpipe_requests"
 TAG_TOKENS: Final = "batchpipe_est_tokens"
+
+
+@contextlib.asynccontextmanager
+async def closing_stream(lines: Any) -> AsyncIterator[Any]:
+    """An async generator as the context manager ``results`` / ``requests`` return: closed
+    on exit (and with it the files or consumers it has open), however the reader stops."""
+    try:
+        yield lines
+    finally:
+        await lines.aclose()

@@ -47,6 +47,7 @@ from batchpipe.shared.providers.base import (
     RequestStream,
     ResultLine,
     Submission,
+    closing_stream,
 )
 
 log = get_logger(__name__)
@@ -290,7 +291,7 @@ class FilesBatchesProvider(BatchProvider):
                         yield None
 
     def results(self, record: BatchRecord, outcome: BatchOutcome) -> LineStream:
-        return _closing(self._results(outcome))
+        return closing_stream(self._results(outcome))
 
     def request_line(self, raw: str, parsed: dict[str, Any]) -> bytes:
         """An input file line (``raw``, parsed) as the value of a ``requests`` message."""
@@ -311,7 +312,7 @@ class FilesBatchesProvider(BatchProvider):
             yield number, parsed["custom_id"], self.request_line(raw, parsed)
 
     def requests(self, record: BatchRecord) -> RequestStream:
-        return _closing(self._requests(record))
+        return closing_stream(self._requests(record))
 
     async def cancel(self, batch_id: str) -> None:
         await self.client.batches.cancel(batch_id)
@@ -320,15 +321,3 @@ class FilesBatchesProvider(BatchProvider):
         await self.client.close()
         if self.upload_client is not None:
             self.upload_client.close()
-
-
-@contextlib.asynccontextmanager
-async def _closing(
-    lines: Any,
-) -> AsyncIterator[Any]:
-    """An async generator as a context manager that closes it (and the files it has open)
-    on exit, however the reader stops."""
-    try:
-        yield lines
-    finally:
-        await lines.aclose()
