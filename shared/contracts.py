@@ -23,8 +23,15 @@ from typing import Any, Final, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# OpenAI's batch endpoints, then Anthropic's native Messages API (``/v1/messages``): which
+# provider serves which is the providers' ``endpoints`` (``shared.providers``).
 Endpoint = Literal[
-    "/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/completions", "/v1/moderations"
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/moderations",
+    "/v1/messages",
 ]
 ENDPOINTS: Final[tuple[str, ...]] = (
     "/v1/chat/completions",
@@ -32,6 +39,7 @@ ENDPOINTS: Final[tuple[str, ...]] = (
     "/v1/responses",
     "/v1/completions",
     "/v1/moderations",
+    "/v1/messages",
 )
 
 CUSTOM_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"

@@ -9,7 +9,8 @@ An item is
 - an object ``{"custom_id"?, "messages": [...], "model"?, ...other chat parameters}``;
 - a full OpenAI batch line ``{"custom_id"?, "method"?: "POST", "url"?, "body": {...}}``
   (``url`` one of ``ENDPOINTS``, default ``/v1/chat/completions``; the body needs what
-  ``request_schema.REQUIRED`` says: ``messages``, ``input`` or, for completions, ``prompt``).
+  ``request_schema.REQUIRED`` says: ``messages``, ``input`` or, for completions, ``prompt``;
+  ``/v1/messages`` takes Anthropic Messages API params, for models routed to Anthropic).
 
 A missing ``custom_id`` is generated (``new_custom_id``: time-ordered, UUIDv7 layout), a
 missing model is the endpoint's own default (``request_schema.DEFAULT_MODELS``: moderations

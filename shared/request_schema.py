@@ -1,15 +1,20 @@
 """The JSON Schema of a request item and of a ``POST /requests`` body: one truth for ingest's
 OpenAPI document and for the validation every front door runs (``shared.request_items``).
 
-Built from ``shared.openai_params`` (derived from the openai SDK's request TypedDicts: each
-endpoint's parameter names, JSON types and literal values, each chat role's message shape) plus
+Built from ``shared.sdk_params`` (derived from the openai SDK's request TypedDicts, and for
+Anthropic's native ``/v1/messages`` from the anthropic SDK's: each endpoint's parameter names,
+JSON types and literal values, each chat role's message shape) plus
 what the SDK's types cannot say and OpenAI enforces line by line (``_RANGES``, ``_REPLACED``):
 numeric ranges, ``stop`` at most 4 strings, a non-empty ``model``, a given (non-null, non-empty)
 ``prompt`` or ``input``; a message of role ``assistant`` needs ``content``, ``tool_calls`` or
-``function_call``. Parameters OpenAI only takes with ``stream: true`` are left out
-(``STREAM_ONLY``), and so is anything unknown: OpenAI refuses unrecognised arguments.
-``model`` is never required: ingest adds the model of ``DEFAULT_MODELS`` for the endpoint, or
-else the service's default model (a window is one model, so every line must name one).
+``function_call``; a ``/v1/messages`` body has a non-empty list of user/assistant turns and a
+``max_tokens`` of at least 1 when given (the Anthropic provider adds
+``BATCHPIPE_ANTHROPIC_DEFAULT_MAX_TOKENS`` otherwise). Parameters OpenAI only takes with
+``stream: true`` are left out (``STREAM_ONLY``), and so is anything unknown: both APIs refuse
+unrecognised arguments.
+``model`` is required only by ``/v1/messages`` (as Anthropic requires it; the service's default
+model is usually an OpenAI one): elsewhere ingest adds the model of ``DEFAULT_MODELS`` for the
+endpoint, or else the service's default model (a window is one model, so every line names one).
 
 The validators are compiled from the same dicts (``fastjsonschema``): one per message role and
 one per endpoint's parameters. A body is valid exactly when its parameters pass the endpoint's
@@ -28,8 +33,8 @@ from typing import Any, Final
 import fastjsonschema
 
 from batchpipe.shared.contracts import CUSTOM_ID_PATTERN, ENDPOINTS
-from batchpipe.shared.openai_params import ENDPOINTS as SDK_ENDPOINTS
-from batchpipe.shared.openai_params import MESSAGES as SDK_MESSAGES
+from batchpipe.shared.sdk_params import ENDPOINTS as SDK_ENDPOINTS
+from batchpipe.shared.sdk_params import MESSAGES as SDK_MESSAGES
 
 Schema = dict[str, Any]
 Validator = Callable[[Any], Any]
@@ -44,6 +49,7 @@ REQUIRED: Final[Mapping[str, tuple[str, ...]]] = {
     "/v1/responses": ("input",),
     "/v1/completions": ("prompt",),
     "/v1/moderations": ("input",),
+    "/v1/messages": ("model", "messages"),  # as in Anthropic's API: the model is not defaulted
 }
 # The model a line of these endpoints gets when it names none, instead of the service's
 # default model (a chat model, which these endpoints would refuse): OpenAI's own default for
@@ -83,6 +89,7 @@ _RANGES: Final[Mapping[str, Schema]] = {
         "max_tokens": {"minimum": 0},
     },
     "/v1/moderations": {},
+    "/v1/messages": {"max_tokens": {"minimum": 1}},
 }
 _METADATA: Final = {
     "anyOf": [
@@ -111,6 +118,27 @@ _LOGIT_BIAS: Final = {
         },
         _NULL,
     ]
+}
+# An Anthropic Messages API turn: the anthropic SDK's ``MessageParam`` (a role and a content
+# that is text or a list of typed blocks), the blocks themselves left to Anthropic.
+_ANTHROPIC_MESSAGES: Final[Schema] = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "title": "Anthropic message",
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {
+            "role": {"type": "string", "enum": ["user", "assistant"]},
+            "content": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "object", "required": ["type"]}},
+                ]
+            },
+        },
+        "additionalProperties": False,
+    },
 }
 # Parameters whose SDK-derived schema is replaced whole (same JSON types, narrower).
 _REPLACED: Final[Mapping[str, Schema]] = {
@@ -173,6 +201,7 @@ _REPLACED: Final[Mapping[str, Schema]] = {
             ],
         },
     },
+    "/v1/messages": {"model": _MODEL, "messages": _ANTHROPIC_MESSAGES},
 }
 _ASSISTANT_NEEDS: Final[Schema] = {
     "description": "an assistant message needs 'content', 'tool_calls' or 'function_call'",
@@ -294,7 +323,9 @@ def request_body_schema(
         "description": (
             "Rules beside the schema: custom_ids are unique within one POST (422); more than "
             f"{max_items} items is a 413, and so is a body over the size limit or an item over "
-            "the Kafka message limit; a value nested too deep to serialise is a 422."
+            "the Kafka message limit; a value nested too deep to serialise is a 422; so is a "
+            "line its model's provider cannot run (the routes pick the provider: /v1/messages "
+            "is Anthropic's alone, and a chat line for Anthropic must translate)."
         ),
         "oneOf": [
             {

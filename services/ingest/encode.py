@@ -62,7 +62,7 @@ class LineEncoder:
     ) -> None:
         self._refusal = refusal
         # bare messages take the default model: checked only if its provider may refuse
-        self._check_bare = refusal is not None and refusal.applies(default_model)
+        self._check_bare = refusal is not None and refusal.applies(default_model, CHAT_URL)
         self._default_model = default_model
         self._default_kwargs = dict(default_kwargs)
         base = {"model": default_model, **self._default_kwargs}
@@ -89,7 +89,7 @@ class LineEncoder:
         else:
             line = normalize_item(item, self._default_model, self._default_kwargs)
             custom_id = line.custom_id
-            if self._refusal is not None and self._refusal.applies(line.model):
+            if self._refusal is not None and self._refusal.applies(line.model, line.url):
                 self._refuse(line.model, line.url, line.body)
             try:
                 value = encode(line)

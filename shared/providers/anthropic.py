@@ -37,6 +37,8 @@ import orjson
 from anthropic import AsyncAnthropic
 
 from batchpipe.shared.anthropic_messages import (
+    CHAT_URL,
+    MESSAGES_URL,
     Untranslatable,
     anthropic_custom_id,
     messages_params,
@@ -182,6 +184,8 @@ class AnthropicProvider(BatchProvider):
                 yield line
 
     may_refuse: ClassVar[bool] = True
+    # native Messages lines, and chat lines translated (``shared.anthropic_messages``)
+    endpoints: ClassVar[frozenset[str] | None] = frozenset({CHAT_URL, MESSAGES_URL})
 
     @classmethod
     def refuses(cls, settings: Settings, url: str, body: Mapping[str, Any]) -> str | None:

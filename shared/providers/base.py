@@ -226,6 +226,12 @@ class BatchProvider(ABC):
         """Whether ``refusal`` can refuse anything (the check is skipped otherwise)."""
         return cls.may_refuse or cls.endpoints is not None
 
+    @classmethod
+    def may_refuse_url(cls, url: str) -> bool:
+        """Whether ``refusal`` can refuse a line sent to ``url`` (ingest skips the check,
+        and the parse of the body it needs, otherwise)."""
+        return cls.may_refuse or (cls.endpoints is not None and url not in cls.endpoints)
+
 
 # batchpipe's labels of a batch (``CreateRequest.tags``): which dispatch made it, for which
 # model, how many requests and an estimate of its input tokens.

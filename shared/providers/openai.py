@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from openai import AsyncOpenAI, OpenAI
 
+from batchpipe.shared.contracts import ENDPOINTS
 from batchpipe.shared.providers.base import Limits
 from batchpipe.shared.providers.files_api import FilesBatchesProvider
 from batchpipe.shared.settings import Settings, SettingsError
@@ -45,6 +46,8 @@ def make_openai_sync(settings: Settings) -> OpenAI:
 
 class OpenAIProvider(FilesBatchesProvider):
     name: ClassVar[str] = "openai"
+    # every endpoint batchpipe accepts but Anthropic's native Messages API
+    endpoints: ClassVar[frozenset[str] | None] = frozenset(ENDPOINTS) - {"/v1/messages"}
     limits = OPENAI_LIMITS
 
     @classmethod

@@ -106,9 +106,10 @@ class Refusal:
         self._routes = routes
         self._refusers = refusers
 
-    def applies(self, model: str) -> bool:
-        """Whether ``model``'s provider may refuse a line at all."""
-        return self._routes.provider_for(model) in self._refusers
+    def applies(self, model: str, url: str) -> bool:
+        """Whether ``model``'s provider may refuse a line sent to ``url``."""
+        cls = self._refusers.get(self._routes.provider_for(model))
+        return cls is not None and cls.may_refuse_url(url)
 
     def __call__(self, model: str, url: str, body: Mapping[str, Any]) -> str | None:
         """The reason ``model``'s provider cannot run this line, or None."""

@@ -215,6 +215,21 @@ class Pipeline:
     def __getitem__(self, name: str) -> ServiceProcess:
         return self.services[name]
 
+    def add_ingest(self, name: str, env: dict[str, str]) -> str:
+        """Another ingest process on its own port, with ``env`` over the pipeline's (e.g.
+        another default model); started by ``start(name)``, stopped with the others. Returns
+        its URL."""
+        port = free_port()
+        base = self.services["ingest"]
+        self.services[name] = ServiceProcess(
+            name,
+            [*BATCHPIPE, "ingest", "--host", "127.0.0.1", "--port", str(port)],
+            base.env | env,
+            self.workdir / f"{name}.log",
+            f"http://127.0.0.1:{port}/readyz",
+        )
+        return f"http://127.0.0.1:{port}"
+
     def start(self, *names: str, timeout: float = 90.0) -> None:
         for name in names or tuple(self.services):
             self.services[name].start()

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -70,7 +71,10 @@ def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     assert all(code in (0, -15, 143, None) for code in codes.values()), (codes, running.logs())
 
 
-def line(custom_id: str, model: str, url: str = "/v1/chat/completions") -> bytes:
+CHAT = "/v1/chat/completions"
+
+
+def line(custom_id: str, model: str, url: str = CHAT) -> bytes:
     body: dict[str, object]
     if url == "/v1/embeddings":
         body = {"model": model, "input": f"text {custom_id}"}
@@ -148,6 +152,72 @@ async def test_original_curl_payload_with_a_claude_model_yields_anthropic_result
 
 
 @pytest.mark.timeout(120)
+async def test_original_curl_payload_through_a_claude_default_model(pipeline: Pipeline) -> None:
+    """The original curl itself, verbatim, to an ingest whose default model is a Claude model
+    (``BATCHPIPE_DEFAULT_MODEL``): both answers come from Anthropic, in Anthropic's shape."""
+    url = pipeline.add_ingest("ingest-claude", {"BATCHPIPE_DEFAULT_MODEL": "claude-sonnet-4-5"})
+    await asyncio.to_thread(pipeline.start, "ingest-claude")
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{url}/requests", json=SEED_PAYLOAD, headers={"accept": "application/json"}
+        )
+    assert response.status_code == 202, response.text
+    ids = set(response.json()["ids"])
+    results = await ResultsFollower(pipeline.settings).read_until(ids, timeout=90)
+    assert results.keys() >= ids, pipeline.logs()
+    for cid in ids:
+        result = results[cid]
+        assert (result.status, result.provider, result.model) == (
+            "succeeded",
+            "anthropic",
+            "claude-sonnet-4-5",
+        )
+        assert result.response is not None and result.response.body is not None
+        assert result.response.body["type"] == "message"
+        assert result.response.body["role"] == "assistant"
+
+
+@pytest.mark.timeout(120)
+async def test_native_messages_lines_produced_to_kafka_and_posted(pipeline: Pipeline) -> None:
+    """Anthropic's own ``/v1/messages`` lines, produced straight to the requests topic and
+    POSTed, with a system prompt and no max_tokens (the setting's default is added): results
+    in Anthropic's shape with the user's ids, one with an id Anthropic would not take. A native
+    line for an OpenAI model is refused at the door (422) and nothing is sent."""
+    tag = uuid.uuid4().hex[:8]
+    produced = [f"native:{tag}.1", f"native-{tag}-2"]
+    body = {
+        "model": "claude-3-5-haiku-latest",
+        "system": "Answer in one word.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello?"}]}],
+    }
+    await produce_plain(
+        pipeline.settings,
+        [
+            (cid, orjson.dumps({"custom_id": cid, "url": "/v1/messages", "body": body}))
+            for cid in produced
+        ],
+    )
+    posted_line = {"custom_id": f"native-{tag}-3", "url": "/v1/messages", "body": body}
+    openai_line = {"url": "/v1/messages", "body": body | {"model": "gpt-4o-mini"}}
+    async with httpx.AsyncClient() as client:
+        posted = await client.post(f"{pipeline.ingest_url}/requests", json=posted_line)
+        refused = await client.post(f"{pipeline.ingest_url}/requests", json=openai_line)
+    assert posted.status_code == 202, posted.text
+    assert refused.status_code == 422, refused.text
+    assert "openai batches do not serve /v1/messages" in refused.text
+    ids = {*produced, f"native-{tag}-3"}
+    results = await ResultsFollower(pipeline.settings).read_until(ids, timeout=90)
+    assert results.keys() >= ids, pipeline.logs()
+    for cid in ids:
+        result = results[cid]
+        assert (result.status, result.provider) == ("succeeded", "anthropic"), result
+        assert result.custom_id == cid
+        assert result.response is not None and result.response.body is not None
+        assert result.response.body["type"] == "message"
+        assert result.usage is not None and result.usage.input_tokens > 0
+
+
+@pytest.mark.timeout(120)
 async def test_request_produced_straight_to_kafka_gets_its_result(pipeline: Pipeline) -> None:
     cid = f"direct-{uuid.uuid4().hex[:8]}"
     await produce_plain(pipeline.settings, [(cid, line(cid, "gpt-4o-mini"))])
@@ -159,9 +229,18 @@ async def test_request_produced_straight_to_kafka_gets_its_result(pipeline: Pipe
 
 @pytest.mark.timeout(300)
 async def test_ten_thousand_mixed_requests_one_result_each(pipeline: Pipeline) -> None:
-    """OpenAI models and Azure deployments (routed by ``azure-*``) in one stream: one result
-    per custom_id, tagged with its provider; one model per batch, each batch within limits."""
-    models = ["gpt-4o-mini", "azure-gpt-4o-mini", "gpt-4o", "azure-gpt-4o", "gpt-4.1-nano"]
+    """OpenAI models, Azure deployments (routed by ``azure-*``) and Claude models (the built-in
+    ``claude-*`` route; chat lines translated and native ``/v1/messages`` lines) in one stream:
+    one result per custom_id, tagged with its provider; one model per batch, each batch within
+    its provider's limits."""
+    models = [
+        "gpt-4o-mini",
+        "azure-gpt-4o-mini",
+        "claude-3-5-haiku-latest",
+        "gpt-4o",
+        "azure-gpt-4o",
+        "claude-sonnet-4-5",
+    ]
     items: list[tuple[str, bytes]] = []
     expected: dict[str, str] = {}
     for i in range(10_000):
@@ -171,10 +250,19 @@ async def test_ten_thousand_mixed_requests_one_result_each(pipeline: Pipeline) -
             items.append((cid, line(cid, model, "/v1/embeddings")))
         else:
             model = models[i % len(models)]
-            items.append((cid, line(cid, model)))
-        expected[cid] = "azure" if model.startswith("azure-") else "openai"
+            native = model.startswith("claude-") and i % 3 == 0
+            items.append((cid, line(cid, model, "/v1/messages" if native else CHAT)))
+        expected[cid] = (
+            "azure"
+            if model.startswith("azure-")
+            else "anthropic"
+            if model.startswith("claude-")
+            else "openai"
+        )
     ids = {cid for cid, _ in items}
-    before = {b.id for b in await list_batches(pipeline) + await list_batches(pipeline, "azure")}
+    providers = ("openai", "azure", "anthropic")
+    limits = {"openai": 50_000, "azure": 100_000, "anthropic": 100_000}
+    before = {p: {b[0] for b in await provider_batches(pipeline, p)} for p in providers}
     await produce_plain(pipeline.settings, items)
     reader = ResultsFollower(pipeline.settings)
     results = await reader.read_until(ids, timeout=240, settle=3.0)
@@ -183,25 +271,59 @@ async def test_ten_thousand_mixed_requests_one_result_each(pipeline: Pipeline) -
     assert not {cid: n for cid, n in reader.duplicates.items() if cid in ids}
     assert {results[cid].status for cid in ids} == {"succeeded"}
     assert {cid: results[cid].provider for cid in ids} == expected
+    assert Counter(expected.values()) == {"openai": 3667, "azure": 3667, "anthropic": 2666}
     produced = Counter(orjson.loads(value)["body"]["model"] for _cid, value in items)
 
-    by_model: dict[str, int] = {}
-    for provider, limit in (("openai", 50_000), ("azure", 100_000)):
-        batches = [b for b in await list_batches(pipeline, provider) if b.id not in before]
+    # One model per batch: every result of a batch names the same model, and per model the
+    # batches' request counts add up to what was produced for it.
+    model_of: dict[str, set[str]] = {}
+    for cid in ids:
+        batch_id = results[cid].batch_id
+        assert batch_id is not None
+        model_of.setdefault(batch_id, set()).add(results[cid].model)
+    assert all(len(found) == 1 for found in model_of.values()), model_of
+    by_model: Counter[str] = Counter()
+    for provider in providers:
+        batches = [
+            b for b in await provider_batches(pipeline, provider) if b[0] not in before[provider]
+        ]
         assert batches, provider
-        for batch in batches:
-            assert batch.request_counts is not None
-            assert batch.request_counts.total <= min(
-                pipeline.settings.batch_max_requests or limit, limit
+        for batch_id, total in batches:
+            assert total <= min(
+                pipeline.settings.batch_max_requests or limits[provider], limits[provider]
             )
-            assert batch.model is not None
-            assert batch.model.startswith("azure-") == (provider == "azure"), batch.model
-            by_model[batch.model] = by_model.get(batch.model, 0) + batch.request_counts.total
-    # One model per batch: totals per model match what was produced for that model.
-    assert by_model == dict(produced)
+            (model,) = model_of[batch_id]
+            by_model[model] += total
+    assert by_model == produced
     assert sum(by_model.values()) == 10_000
     stats = pipeline.emulator_stats()
     assert stats["duplicate_custom_ids"] == 0
+
+
+async def provider_batches(pipeline: Pipeline, provider: str) -> list[tuple[str, int]]:
+    """(id, request count) of every batch the emulator holds for ``provider``, through that
+    provider's own SDK."""
+    if provider != "anthropic":
+        return [
+            (b.id, b.request_counts.total if b.request_counts else 0)
+            for b in await list_batches(pipeline, provider)
+        ]
+    client = anthropic.AsyncAnthropic(base_url=pipeline.emulator_url, api_key="sk-emulator")
+    try:
+        found = []
+        async for batch in client.messages.batches.list(limit=100):
+            counts = batch.request_counts
+            total = (
+                counts.processing
+                + counts.succeeded
+                + counts.errored
+                + counts.canceled
+                + counts.expired
+            )
+            found.append((batch.id, total))
+        return found
+    finally:
+        await client.close()
 
 
 async def wait_for_batches(pipeline: Pipeline, count: int, timeout: float = 60) -> None:

@@ -110,6 +110,19 @@ def custom_ids_of(body: Any) -> list[str]:
     return [i["custom_id"] for i in items if isinstance(i, dict) and i.get("custom_id")]
 
 
+def routed_to_anthropic(body: Any) -> Any:
+    """``body`` with each ``/v1/messages`` line's model renamed ``claude-...``: a native line
+    for a model the routes send elsewhere is refused by a rule the document states beside the
+    schema (the model's provider must serve the endpoint), as duplicate custom_ids are."""
+    items = (
+        body["data"] if isinstance(body, dict) and isinstance(body.get("data"), list) else [body]
+    )
+    for item in items:
+        if isinstance(item, dict) and item.get("url") == "/v1/messages":
+            item["body"]["model"] = "claude-" + item["body"]["model"]
+    return body
+
+
 def unique_ids(body: Any) -> bool:
     ids = custom_ids_of(body)
     return len(ids) == len(set(ids))
@@ -168,7 +181,7 @@ FUZZ_SETTINGS = settings(
 
 
 @FUZZ_SETTINGS
-@given(body=VALID_BODIES.filter(unique_ids))
+@given(body=VALID_BODIES.filter(unique_ids).map(routed_to_anthropic))
 async def test_every_body_the_document_accepts_is_answered_202(ingest: Ingest, body: Any) -> None:
     _, client = ingest
     response = await client.post("/requests", content=orjson.dumps(body))

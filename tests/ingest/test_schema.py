@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from batchpipe.devtools import openai_params as derive_params
-from batchpipe.shared import openai_params, request_schema
+from batchpipe.devtools import sdk_params as derive_params
+from batchpipe.shared import request_schema, sdk_params
 from batchpipe.shared.contracts import ENDPOINTS
 from batchpipe.shared.request_items import ItemRefused, normalize_item
 from tests.ingest.schema_strategies import JSON_VALUES, mutated, valid, validator
@@ -22,6 +22,9 @@ VALID_ITEMS = valid(ITEM_SCHEMA)
 MSG = [{"role": "user", "content": "hi"}]
 CMPL = {"custom_id": "c", "url": "/v1/completions"}
 MOD = {"url": "/v1/moderations"}
+NATIVE = {"url": "/v1/messages"}
+TURN = [{"role": "user", "content": "hi"}]
+CLAUDE = {"model": "claude-sonnet-4-5"}
 
 
 def verdict(item: Any) -> str | None:
@@ -36,15 +39,15 @@ def verdict(item: Any) -> str | None:
 def test_the_params_module_is_what_the_installed_sdk_gives() -> None:
     derived = derive_params.derive()
     drift = (
-        f"openai {derived['sdk_version']} (the module is from {openai_params.SDK_VERSION}) "
-        "takes other parameters: run `python -m batchpipe.devtools.openai_params` and review"
+        f"openai {derived['sdk_version']} (the module is from {sdk_params.SDK_VERSION}) "
+        "takes other parameters: run `python -m batchpipe.devtools.sdk_params` and review"
     )
-    assert derived["endpoints"] == openai_params.ENDPOINTS, drift
-    assert derived["messages"] == openai_params.MESSAGES, drift
+    assert derived["endpoints"] == sdk_params.ENDPOINTS, drift
+    assert derived["messages"] == sdk_params.MESSAGES, drift
 
 
 def test_parameter_names_are_the_sdks_less_stream_only_ones() -> None:
-    sdk = {url: set(e["properties"]) for url, e in openai_params.ENDPOINTS.items()}
+    sdk = {url: set(e["properties"]) for url, e in sdk_params.ENDPOINTS.items()}
     for url, names in request_schema.PARAM_NAMES.items():
         assert names == sdk[url] - request_schema.STREAM_ONLY, url
         # Every refinement names a parameter the SDK still has.
@@ -119,6 +122,48 @@ def test_parameter_names_are_the_sdks_less_stream_only_ones() -> None:
         (MOD | {"body": {"input": "x", "model": 3}}, "model must be a non-empty string"),
         (MOD | {"body": {"input": "x", "temperature": 1}}, "unknown parameter(s) 'temperature'"),
         ({"body": {"prompt": "x"}}, "body.messages is required"),  # url defaults to chat
+        (NATIVE | {"body": {"messages": TURN}}, "body.model is required for /v1/messages"),
+        (NATIVE | {"body": CLAUDE}, "body.messages is required"),
+        (NATIVE | {"body": {"messages": []} | CLAUDE}, "body.messages"),
+        (NATIVE | {"body": CLAUDE | {"messages": [{"role": "system", "content": "x"}]}}, "role"),
+        (NATIVE | {"body": CLAUDE | {"messages": [{"role": "user"}]}}, "body.messages[0]"),
+        (NATIVE | {"body": CLAUDE | {"messages": [{"role": "user", "content": 3}]}}, "content"),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": [{"role": "user", "content": [{}]}]}},
+            "content (a list)",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "max_tokens": 0}},
+            "body.max_tokens must be >= 1",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "max_tokens": "9"}},
+            "body.max_tokens is a string",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "temperature": 1}},
+            "unknown parameter(s) 'temp",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "n": 2}},
+            "unknown parameter(s) 'n' for /v1/mes",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "stream": True}},
+            "stream: true is not supported",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "system": 3}},
+            "body.system (a number) matches no",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "stop_sequences": "x"}},
+            "body.stop_sequences is",
+        ),
+        (
+            NATIVE | {"body": CLAUDE | {"messages": TURN, "model": ""}},
+            "model must be a non-empty string",
+        ),
     ],
 )
 def test_what_openai_would_refuse_is_refused_with_a_short_reason(item: Any, reason: str) -> None:
@@ -148,6 +193,24 @@ def test_what_openai_would_refuse_is_refused_with_a_short_reason(item: Any, reas
         CMPL | {"body": {"prompt": "x", "logit_bias": {"50256": -100}, "frequency_penalty": -2}},
         MOD | {"body": {"input": "x"}},
         MOD | {"body": {"input": ["a", "b"], "model": "omni-moderation-latest"}},
+        NATIVE | {"body": {"messages": TURN} | CLAUDE},
+        NATIVE
+        | {
+            "custom_id": "n1",
+            "body": {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1024,
+                "system": [{"type": "text", "text": "Be brief."}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                    {"role": "assistant", "content": "Hello."},
+                    {"role": "user", "content": "Again?"},
+                ],
+                "stop_sequences": ["\n\n"],
+                "metadata": {"user_id": "u-1"},
+                "stream": False,
+            },
+        },
         MOD | {"body": {"input": [{"type": "text", "text": "x"}]}},
     ],
 )
@@ -162,7 +225,7 @@ def test_every_endpoint_has_its_rules_and_a_line_in_the_document() -> None:
     item schema offers exactly one batch line per endpoint."""
     assert set(request_schema.REQUIRED) == set(ENDPOINTS)
     assert set(request_schema._RANGES) == set(request_schema._REPLACED) == set(ENDPOINTS)
-    assert set(openai_params.ENDPOINTS) == set(ENDPOINTS)
+    assert set(sdk_params.ENDPOINTS) == set(ENDPOINTS)
     assert set(request_schema.DEFAULT_MODELS) <= set(ENDPOINTS)
     for url in ENDPOINTS:
         assert request_schema.PARAMS[url]["model"]["minLength"] == 1, url

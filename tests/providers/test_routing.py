@@ -88,13 +88,17 @@ def test_what_a_provider_does_not_serve_is_refused_before_it_is_sent() -> None:
     settings = Settings(openai_api_key="sk-test", provider_routes="batch-*=azure", **AZURE)
     refusal = refusal_check(settings)
     assert refusal is not None
-    assert refusal.applies("batch-gpt") and not refusal.applies("gpt-4o-mini")
+    assert refusal.applies("batch-gpt", "/v1/moderations")
+    assert not refusal.applies("batch-gpt", "/v1/chat/completions")  # nothing to check
+    assert not refusal.applies("gpt-4o-mini", "/v1/moderations")
+    assert refusal.applies("gpt-4o-mini", "/v1/messages")  # OpenAI has no Messages API
     reason = refusal("batch-gpt", "/v1/moderations", {"model": "batch-gpt", "input": "x"})
     assert reason is not None and "azure batches do not serve /v1/moderations" in reason
     assert refusal("batch-gpt", "/v1/chat/completions", {"model": "batch-gpt"}) is None
     assert refusal("gpt-4o-mini", "/v1/moderations", {}) is None  # OpenAI serves it
     plain = refusal_check(Settings(openai_api_key="sk-test"))
     assert plain is not None  # the built-in claude-* route: Anthropic refuses what it can't run
-    assert plain.applies("claude-3-5-haiku") and not plain.applies("gpt-4o-mini")
+    assert plain.applies("claude-3-5-haiku", "/v1/chat/completions")
+    assert not plain.applies("gpt-4o-mini", "/v1/chat/completions")
     reason = plain("claude-3-5-haiku", "/v1/chat/completions", {"model": "c", "n": 3})
     assert reason is not None and "n" in reason
