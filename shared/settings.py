@@ -87,12 +87,13 @@ class Settings(BaseSettings):
         description="Cut a batch at this many lines; unset: at its provider's limit (OpenAI "
         "50,000, Azure OpenAI 100,000). Never above the provider's limit.",
     )
-    batch_max_bytes: int = Field(
-        190 * 1000 * 1000,
+    batch_max_bytes: int | None = Field(
+        None,
         ge=1024,
         le=MAX_BATCH_BYTES,
-        description="Cut a batch before its JSONL file exceeds this size (capped by its "
-        "provider's limit: OpenAI and Azure OpenAI 200 MB).",
+        description="Cut a batch before its JSONL input exceeds this size; unset: at 95% of "
+        "its provider's limit (OpenAI and Azure OpenAI 200 MB, so 190 MB; Anthropic 256 MB, "
+        "so 243.2 MB). Never above the provider's limit.",
     )
     batch_max_wait_seconds: float = Field(
         3600.0, gt=0, description="Cut a batch this long after its first request arrived."

@@ -39,7 +39,7 @@ def test_defaults_match_the_issue_and_the_seed_sample() -> None:
     ]
     assert s.topic_partitions == 6
     assert s.batch_max_requests is None  # each provider's own limit
-    assert s.batch_max_bytes == 190_000_000
+    assert s.batch_max_bytes is None  # 95% of each provider's own limit
     assert s.provider_routes == () and s.default_provider == "openai"
     assert s.batch_max_wait_seconds == 3600
     assert s.poll_interval_seconds == 60

@@ -51,9 +51,9 @@ from batchpipe.services.dispatcher.token_budget import TokenBudget, max_window_b
 from batchpipe.services.dispatcher.validate import Invalid, Row
 from batchpipe.services.dispatcher.window import Window, Windows
 from batchpipe.shared.logs import get_logger
-from batchpipe.shared.providers.base import BatchProvider
+from batchpipe.shared.providers.base import BatchProvider, Limits
 from batchpipe.shared.providers.registry import Providers, UnknownProvider
-from batchpipe.shared.settings import MAX_BATCH_REQUESTS, Settings
+from batchpipe.shared.settings import MAX_BATCH_BYTES, MAX_BATCH_REQUESTS, Settings
 
 log = get_logger(__name__)
 
@@ -82,11 +82,16 @@ class Dispatcher:
         self.providers = providers
         self.metrics = metrics = metrics or Metrics()
         self.backoff = backoff = Backoff(retry_base_delay, retry_max_delay)
-        # one byte limit for every line (validated before it is windowed): the smallest
-        # provider's, if below the setting
-        max_bytes = min(settings.batch_max_bytes, *(p.limits.max_bytes for p in providers))
+        # windows: the setting, else each model's provider's default window size; never
+        # above the provider's limit (``limits_of`` takes the smaller)
+        max_bytes = settings.batch_max_bytes or MAX_BATCH_BYTES
         if settings.dispatcher_max_enqueued_tokens is not None:  # one window always fits
             max_bytes = min(max_bytes, max_window_bytes(settings.dispatcher_max_enqueued_tokens))
+        by_default = settings.batch_max_bytes is None
+
+        def own_bytes(limits: Limits) -> int:
+            return limits.window_bytes if by_default else limits.max_bytes
+
         self.windows = Windows(
             max_requests=settings.batch_max_requests or MAX_BATCH_REQUESTS,
             max_bytes=max_bytes,
@@ -94,8 +99,11 @@ class Dispatcher:
             clock=clock,
             limits=lambda model: (
                 (limits := providers.limits_for(model)).max_requests,
-                limits.max_bytes,
+                own_bytes(limits),
             ),
+            # one byte limit for every line (validated before it is windowed): the smallest
+            # window's
+            max_line_bytes=min(max_bytes, *(own_bytes(p.limits) for p in providers)),
         )
         self.offsets = OffsetTracker()
         self.submitter = Submitter(

@@ -106,7 +106,7 @@ class Intake:
         if not self.offsets.seen_run(tp, offsets):
             return False
         self.consumed += len(offsets)
-        max_bytes = self.windows.max_bytes
+        max_bytes = self.windows.max_line_bytes
         rows: list[Row | Invalid] = [validate_row(r.value, max_bytes) for r in records]
         check = self._check
         if check is not None:
@@ -137,7 +137,7 @@ class Intake:
         request."""
         n = len(records)
         i = 0
-        max_bytes = self.windows.max_bytes
+        max_bytes = self.windows.max_line_bytes
         skipped = duplicates = 0
         try:
             while i < n:

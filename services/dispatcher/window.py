@@ -95,11 +95,15 @@ class Windows:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         limits: Callable[[str], tuple[int, int]] | None = None,
+        max_line_bytes: int | None = None,
     ) -> None:
         if max_requests < 1 or max_bytes < 1 or max_wait <= 0:
             raise ValueError("window limits must be positive")
         self.max_requests = max_requests
         self.max_bytes = max_bytes
+        # the largest line any window takes (validated before a line is windowed): no larger
+        # than the smallest model's byte limit, so that every valid line fits its window
+        self.max_line_bytes = max_bytes if max_line_bytes is None else max_line_bytes
         self._limits = limits
         self._group_limits: dict[str, tuple[int, int]] = {}
         self.max_wait = max_wait

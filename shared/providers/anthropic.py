@@ -65,6 +65,9 @@ from batchpipe.shared.settings import Settings, SettingsError
 log = get_logger(__name__)
 
 ANTHROPIC_LIMITS = Limits(max_requests=100_000, max_bytes=256 * 1000 * 1000)
+_BODY_HEAD: Final = b'{"requests":['
+_BODY_TAIL: Final = b"]}"
+_BODY_CHUNK: Final = 256 * 1024
 # HTTP status of each error type, as Anthropic's API answers it.
 ERROR_STATUS: Final[Mapping[str, int]] = {
     "invalid_request_error": 400,
@@ -196,6 +199,26 @@ class AnthropicProvider(BatchProvider):
             return str(exc)
         return None
 
+    async def _entries(self, staged: str) -> AsyncIterator[bytes]:
+        """Each staged line as its encoded entry of the create body's ``requests``."""
+        async for line in self._lines(staged):
+            yield orjson.dumps(self.inline_request(line))
+
+    async def _body(self, staged: str) -> AsyncIterator[bytes]:
+        """``{"requests":[...]}``, in chunks of about ``_BODY_CHUNK`` bytes."""
+        chunk = bytearray(_BODY_HEAD)
+        first = True
+        async for entry in self._entries(staged):
+            if not first:
+                chunk += b","
+            first = False
+            chunk += entry
+            if len(chunk) >= _BODY_CHUNK:
+                yield bytes(chunk)
+                chunk.clear()
+        chunk += _BODY_TAIL
+        yield bytes(chunk)
+
     def inline_request(self, line: bytes) -> dict[str, Any]:
         """One request line as an entry of ``requests`` (raises ``Untranslatable``)."""
         parsed = orjson.loads(line)
@@ -203,10 +226,27 @@ class AnthropicProvider(BatchProvider):
         return {"custom_id": anthropic_custom_id(parsed["custom_id"]), "params": params}
 
     async def create(self, request: CreateRequest) -> Submission:
+        """``POST /v1/messages/batches`` with the window's requests, streamed: the body is
+        written line by line from the staged lines (read twice: once to measure it, so it is
+        sent with its length and refused here, not by Anthropic, if over the limit), never
+        held whole, so memory stays bounded for a 256 MB window."""
         assert request.staged is not None, "Anthropic windows are staged first"
-        requests = [self.inline_request(line) async for line in self._lines(request.staged)]
-        batch = await self.client.with_options(max_retries=0).messages.batches.create(
-            requests=requests  # type: ignore[arg-type]
+        staged = request.staged
+        size = len(_BODY_HEAD) + len(_BODY_TAIL)
+        count = 0
+        async for entry in self._entries(staged):
+            size += len(entry) + (1 if count else 0)
+            count += 1
+        if size > ANTHROPIC_LIMITS.max_bytes:
+            raise ValueError(
+                f"the window's request body is {size} bytes, over Anthropic's limit of "
+                f"{ANTHROPIC_LIMITS.max_bytes}: lower BATCHPIPE_BATCH_MAX_BYTES"
+            )
+        batch = await self.client.with_options(max_retries=0).post(
+            "/v1/messages/batches",
+            cast_to=anthropic.types.messages.MessageBatch,
+            content=self._body(staged),
+            options={"headers": {"content-type": "application/json", "content-length": str(size)}},
         )
         return Submission(
             batch_id=batch.id,

@@ -52,12 +52,23 @@ ResultLine = dict[str, Any]
 RequestLineBytes = tuple[int, str, bytes]
 
 
+# The share of a provider's byte limit a window fills when ``BATCHPIPE_BATCH_MAX_BYTES`` is
+# unset: room for what the provider counts beyond the window's JSONL (Anthropic counts the
+# translated JSON request body, which a chat line's translation may make slightly longer).
+WINDOW_SHARE: Final = 0.95
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Hard limits of one batch: requests and bytes of its input (JSONL, one ``\\n`` each)."""
 
     max_requests: int
     max_bytes: int
+
+    @property
+    def window_bytes(self) -> int:
+        """Where a window is cut by default: ``WINDOW_SHARE`` of ``max_bytes``."""
+        return int(self.max_bytes * WINDOW_SHARE)
 
 
 @dataclass(frozen=True, slots=True)

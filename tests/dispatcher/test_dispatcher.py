@@ -188,3 +188,38 @@ async def test_a_dispatch_in_doubt_is_neither_abandoned_nor_recreated_until_its_
     (sent,) = producer.sent
     assert decode(BatchRecord, sent[1]).batch_id == "batch-found"
     assert client.batches.created == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "openai_bytes", "anthropic_bytes"),
+    [
+        (None, 190_000_000, 243_200_000),  # 95% of each provider's limit
+        (250_000_000, 200_000_000, 250_000_000),  # the setting, capped by the provider's limit
+        (50_000_000, 50_000_000, 50_000_000),
+    ],
+)
+def test_each_providers_windows_are_cut_at_its_own_byte_limit(
+    tmp_path: Path, setting: int | None, openai_bytes: int, anthropic_bytes: int
+) -> None:
+    """Anthropic's windows may grow to its 256 MB limit, OpenAI's to their 200 MB; a line is
+    never larger than the smallest window, so every valid line fits the window it joins."""
+    from batchpipe.shared.providers.anthropic import AnthropicProvider
+    from batchpipe.shared.providers.routing import Routes
+    from batchpipe.shared.settings import Settings
+
+    settings = Settings(dispatcher_data_dir=tmp_path, batch_max_bytes=setting)
+    anthropic = AnthropicProvider(cast(Any, SimpleNamespace()), cast(Any, None), max_tokens=16)
+    providers = Providers(
+        {"openai": OpenAIProvider(cast(Any, SimpleNamespace())), "anthropic": anthropic},
+        Routes.from_settings(settings),
+    )
+    d = Dispatcher(
+        settings,
+        producer=cast(Any, None),
+        ledger=FakeLedger(),  # type: ignore[arg-type]
+        providers=providers,
+        commit=lambda _: asyncio.sleep(0, True),
+    )
+    assert d.windows.limits_of("gpt-4o-mini") == (50_000, openai_bytes)
+    assert d.windows.limits_of("claude-sonnet-4-5") == (100_000, anthropic_bytes)
+    assert d.windows.max_line_bytes == min(openai_bytes, anthropic_bytes)

@@ -137,3 +137,55 @@ async def test_a_batch_whose_create_answer_was_lost_is_found_by_its_requests(
         assert await p.find(["dsp_mine"], **ask) == {}
     finally:
         await p.close()
+
+
+async def test_the_create_body_is_streamed_with_its_length_and_refused_here_over_the_limit(
+    settings: Settings, emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streamed body is exactly ``{"requests": [...]}`` of every line's entry (what the
+    SDK's ``messages.batches.create`` would send), accepted by the API with a native
+    ``/v1/messages`` line among translated ones; a window whose body would exceed the limit is
+    refused before anything is sent."""
+    from batchpipe.shared.providers import anthropic as module
+    from batchpipe.shared.providers.base import Limits
+
+    emulator = emulator_factory(processing_seconds=0.2)
+    p = provider(settings, emulator)
+    try:
+        native = orjson.dumps(
+            {
+                "custom_id": "native-1",
+                "method": "POST",
+                "url": "/v1/messages",
+                "body": {
+                    "model": MODEL,
+                    "max_tokens": 64,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+            }
+        )
+        lines = [chat(f"c{i}", "x" * 3000) for i in range(200)] + [native]
+        path = write_jsonl(lines, tmp_path)
+        staged = await p.stage(path, "dsp_stream")
+        sent = b"".join([chunk async for chunk in p._body(staged)])
+        assert orjson.loads(sent) == {"requests": [p.inline_request(line) for line in lines]}
+        assert len([chunk async for chunk in p._body(staged)]) > 1  # chunked, not one piece
+        request = CreateRequest(
+            dispatch_id="dsp_stream",
+            endpoint="/v1/chat/completions",
+            model=MODEL,
+            path=path,
+            staged=staged,
+            request_count=len(lines),
+            tags={},
+        )
+        submitted = await p.create(request)
+        assert (await ended(p, submitted.batch_id)).status == "completed"
+
+        monkeypatch.setattr(module, "ANTHROPIC_LIMITS", Limits(100_000, len(sent) - 1))
+        before = [b.id async for b in p.client.messages.batches.list()]
+        with pytest.raises(ValueError, match=f"{len(sent)} bytes, over Anthropic's limit"):
+            await p.create(request)
+        assert [b.id async for b in p.client.messages.batches.list()] == before
+    finally:
+        await p.close()
