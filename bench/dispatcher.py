@@ -23,7 +23,8 @@ with the emulator in its own process (``batchpipe openai-emulator``, a fresh one
    created against the emulator, relative to the window's JSONL size (target < 3x).
 
 Prints each engine's requests/s, raw requests/s, the ratios (target >= 50%) and the memory
-figures.
+figures. ``--model claude-3-5-haiku-latest``: the same with Anthropic windows (staged in the
+batch-inputs topic, translated, created inline; no one-cut memory run, which is OpenAI's).
 """
 
 from __future__ import annotations
@@ -76,13 +77,16 @@ from bench.support import (  # noqa: E402
 WINDOW = 50_000
 
 
+MODEL = ["gpt-4o-mini"]  # --model: a claude-* model sends every window to Anthropic
+
+
 def request_value(i: int, size: int = 1024) -> bytes:
     line = {
         "custom_id": f"bench-{i}",
         "method": "POST",
         "url": "/v1/chat/completions",
         "body": {
-            "model": "gpt-4o-mini",
+            "model": MODEL[0],
             "messages": [{"role": "user", "content": ""}],
             "max_tokens": 100,
         },
@@ -326,6 +330,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         dispatcher_web_port=free_port(),
         dispatcher_session_timeout_seconds=10,
         openai_api_key="bench",
+        anthropic_api_key="bench",
         log_level="INFO",
     )
     await ensure_topics(settings)
@@ -348,6 +353,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
                     # already submitted from the same requests topic
                     "dispatcher_ledger_topic": f"bench-ledger-{engine}-{suffix}",
                     "openai_base_url": url,
+                    "anthropic_base_url": url.removesuffix("/v1"),
                 }
             )
             await ensure_topics(engine_settings)
@@ -355,8 +361,10 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
                 engine_settings, args.requests, work / engine, pid
             )
         raws.append(await raw_consumer(settings, args.requests))
-    async with emulator_at(work / "emulator-memory", args.emulator_nice) as (url, _pid):
-        memory = await one_cut_memory(url, work)
+    memory = None
+    if not MODEL[0].startswith("claude-"):  # (the one-cut memory run is OpenAI's upload)
+        async with emulator_at(work / "emulator-memory", args.emulator_nice) as (url, _pid):
+            memory = await one_cut_memory(url, work)
     raw_seconds, raw_cpu = sorted(raws)[len(raws) // 2]
     raw_rate = args.requests / raw_seconds
     for figures in engines.values():
@@ -364,6 +372,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         figures["ratio"] = round(args.requests / figures["seconds"] / raw_rate, 3)
     return {
         "requests": args.requests,
+        "model": MODEL[0],
         "request_bytes": len(request_value(0)),
         "partitions": args.partitions,
         "raw_consumer_rps": round(raw_rate),
@@ -391,7 +400,14 @@ def main() -> None:
         "equally with the worker)",
     )
     parser.add_argument("--engines", default="faust,aiokafka", help="dispatcher engines to run")
+    parser.add_argument(
+        "--model",
+        default=MODEL[0],
+        help="the requests' model: claude-3-5-haiku-latest runs Anthropic windows (staged in "
+        "the batch-inputs topic, translated, created inline)",
+    )
     args = parser.parse_args()
+    MODEL[0] = args.model
     with tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as tmp:
         work = Path(os.environ.get("BENCH_DISPATCHER_WORKDIR") or tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,9 @@ logs) each in their own process, ``--rounds`` (3) times:
    messages with their progress records, commit. A read_committed consumer here checks that
    all 50,000 custom_ids are visible exactly once.
 
+``--provider anthropic``: the batch is an Anthropic one (staged inputs, inline create, results
+mapped back to the users' ids); the raw baseline sends the same messages.
+
 Prints each round and the medians: results/s of both and their ratio (target ≥ 50%), the
 time from the batch's completion being seen to its last result committed (target: < 2 s; the
 poll interval comes on top), and the poller's RSS idle and peak (VmHWM).
@@ -49,14 +52,22 @@ from batchpipe.services.poller.record_batcher import RecordBatcher  # noqa: E402
 from batchpipe.services.poller.results import emissions  # noqa: E402
 from batchpipe.shared.contracts import BatchRecord, encode, key_bytes  # noqa: E402
 from batchpipe.shared.kafka import ensure_topics, make_consumer, make_producer  # noqa: E402
+from batchpipe.shared.providers.anthropic import AnthropicProvider  # noqa: E402
+from batchpipe.shared.providers.base import (  # noqa: E402
+    BatchOutcome,
+    BatchProvider,
+    CreateRequest,
+)
 from batchpipe.shared.providers.files_api import outcome_of  # noqa: E402
 from batchpipe.shared.providers.openai import OpenAIProvider  # noqa: E402
 from batchpipe.shared.settings import Settings, settings_env  # noqa: E402
 from batchpipe.shared.topics import TopicSpec  # noqa: E402
 from bench.support import BIN, rss_kib, start_emulator, wait_http  # noqa: E402
 
+ANTHROPIC_MODEL = "claude-3-5-haiku-latest"
 
-def input_jsonl(lines: int) -> bytes:
+
+def input_jsonl(lines: int, model: str = "gpt-4o-mini") -> bytes:
     return b"".join(
         orjson.dumps(
             {
@@ -64,7 +75,7 @@ def input_jsonl(lines: int) -> bytes:
                 "method": "POST",
                 "url": "/v1/chat/completions",
                 "body": {
-                    "model": "gpt-4o-mini",
+                    "model": model,
                     "messages": [{"role": "user", "content": f"How can I learn Python? #{i}"}],
                 },
             }
@@ -96,6 +107,46 @@ async def create_completed_batch(client: AsyncOpenAI, lines: int) -> tuple[Batch
         submitted_at=batch.created_at,
     )
     return record, batch
+
+
+async def create_completed_anthropic_batch(
+    provider: AnthropicProvider, lines: int, work: Path
+) -> tuple[BatchRecord, BatchOutcome]:
+    """The same batch through the Anthropic provider: staged in the batch-inputs topic,
+    created inline (translated), followed to its end."""
+    content = input_jsonl(lines, ANTHROPIC_MODEL)
+    path = work / f"bench-{uuid.uuid4().hex[:8]}.jsonl"
+    path.write_bytes(content)
+    dispatch_id = f"bench-{uuid.uuid4().hex[:8]}"
+    staged = await provider.stage(path, dispatch_id)
+    submitted = await provider.create(
+        CreateRequest(
+            dispatch_id=dispatch_id,
+            endpoint="/v1/chat/completions",
+            model=ANTHROPIC_MODEL,
+            path=path,
+            staged=staged,
+            request_count=lines,
+            tags={},
+        )
+    )
+    path.unlink()
+    while (progress := await provider.retrieve(submitted.batch_id)).outcome is None:
+        await asyncio.sleep(0.5)
+    assert progress.outcome.status == "completed", progress
+    record = BatchRecord(
+        batch_id=submitted.batch_id,
+        provider="anthropic",
+        input_file_id=staged,
+        endpoint="/v1/chat/completions",
+        model=ANTHROPIC_MODEL,
+        request_count=lines,
+        dispatch_id=dispatch_id,
+        input_bytes=len(content),
+        window_opened_at=time.time(),
+        submitted_at=submitted.created_at,
+    )
+    return record, progress.outcome
 
 
 async def raw_producer(
@@ -161,12 +212,19 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
             poller_http_port=free_port(),
             openai_base_url=base_url,
             openai_api_key="sk-bench",
+            anthropic_base_url=base_url.removesuffix("/v1"),
+            anthropic_api_key="sk-bench",
             log_format="json",
         )
         raw_topic = f"bench-raw-results-{run_id}"
         await ensure_topics(settings)
         await ensure_topics(settings, [TopicSpec(raw_topic, 6, 1)])
         client = AsyncOpenAI(base_url=base_url, api_key="sk-bench")
+        provider: BatchProvider = (
+            AnthropicProvider.from_settings(settings)
+            if args.provider == "anthropic"
+            else OpenAIProvider(client)
+        )
 
         # The poller, as a process, followed over several rounds.
         log = work / "poller.log"
@@ -191,16 +249,18 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         rounds: list[dict[str, Any]] = []
         for number in range(1, args.rounds + 1):
             t = time.perf_counter()
-            record, batch = await create_completed_batch(client, args.lines)
+            if isinstance(provider, AnthropicProvider):
+                record, outcome = await create_completed_anthropic_batch(provider, args.lines, work)
+            else:
+                record, batch = await create_completed_batch(client, args.lines)
+                found = outcome_of(batch)
+                assert found is not None
+                outcome = found
             created = time.perf_counter() - t
             # The exact messages the poller will publish, built outside the timed section.
-            outcome = outcome_of(batch)
-            assert outcome is not None
             messages = [
                 (key_bytes(e.custom_id), e.value)
-                async for e in emissions(
-                    record, outcome, OpenAIProvider(client), max_attempts=3, now=0
-                )
+                async for e in emissions(record, outcome, provider, max_attempts=3, now=0)
             ]
             assert len(messages) == args.lines
             raw_seconds = await raw_producer(settings, raw_topic, messages)
@@ -245,6 +305,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         await producer.stop()
         await consumer.stop()
         await client.close()
+        await provider.close()
     finally:
         for proc in (poller, emulator):
             if proc is not None and proc.poll() is None:
@@ -258,6 +319,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
         return float(statistics.median(r[key] for r in rounds))
 
     return {
+        "provider": args.provider,
         "lines": args.lines,
         "rounds": args.rounds,
         "chunk": args.chunk,
@@ -276,6 +338,12 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=50_000)
+    parser.add_argument(
+        "--provider",
+        choices=("openai", "anthropic"),
+        default="openai",
+        help="anthropic: the batch is an Anthropic one (inline, staged inputs, results mapped)",
+    )
     parser.add_argument("--chunk", type=int, default=5000, help="POLLER_TXN_MAX_MESSAGES")
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="raw + poller rounds (median)")
