@@ -132,6 +132,29 @@ class Settings(BaseSettings):
     ingest_publish_timeout_seconds: float = Field(
         10.0, gt=0, le=300, description="Longest wait for Kafka's acks before ingest answers 503."
     )
+    ingest_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A client that has not sent a request's headers this long after it "
+        "connected (or began the request) gets 408 and is disconnected.",
+    )
+    ingest_body_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="A POST /requests body not received whole within this time is refused "
+        "(408) and its connection closed.",
+    )
+    ingest_keep_alive_seconds: float = Field(
+        5.0, gt=0, le=600, description="Idle time after which a keep-alive connection is closed."
+    )
+    ingest_max_connections: int | None = Field(
+        4096,
+        ge=1,
+        description="Connections and requests served at once per process; beyond it new "
+        "requests get 503 at once (unset: no limit).",
+    )
 
     # --- Service ports (health, readiness, metrics, status) -----------------------------
     http_host: str = Field(

@@ -38,6 +38,7 @@ from batchpipe.services.ingest.auth import ApiKeys, AuthResult
 from batchpipe.services.ingest.body import STREAM_BYTES, StreamedItems
 from batchpipe.services.ingest.encode import ItemTooLarge, LineEncoder, Record
 from batchpipe.services.ingest.publish import Publisher, Unavailable
+from batchpipe.services.ingest.server import GuardedHttpToolsProtocol
 from batchpipe.services.ingest.validate import (
     BodyError,
     ItemChecker,
@@ -192,6 +193,7 @@ def create_app(
     keys = ApiKeys(settings.ingest_api_keys)
     publisher = Publisher(settings, connect_timeout=connect_timeout, **producer_overrides)
     max_bytes = settings.ingest_max_body_bytes
+    body_timeout = settings.ingest_body_timeout_seconds
     max_items = settings.ingest_max_items
     default_model = settings.default_model
     default_kwargs = dict(settings.default_request_kwargs)
@@ -327,12 +329,18 @@ def create_app(
             "`stream` must not be true. Beside the schema: custom_ids are unique within one "
             "POST (422); more than "
             f"{max_items} items (413); body over {max_bytes} bytes (413); an item over the Kafka "
-            "message limit (413); nesting too deep to serialise (422). All or nothing: "
+            "message limit (413); nesting too deep to serialise (422); a body not received in "
+            "time (408). All or nothing: "
             "answers 202 only once every item is acknowledged by Kafka."
         ),
         response_model=Accepted,
         responses={
             401: {"model": Refused, "description": "Missing or wrong Bearer key"},
+            408: {
+                "model": Refused,
+                "description": "Body not received within BATCHPIPE_INGEST_BODY_TIMEOUT_SECONDS; "
+                "the connection is closed",
+            },
             413: {"model": Refused, "description": "Body, an item or the item count too large"},
             422: {"model": Refused, "description": "Not usable; every bad item with its reason"},
             503: {"model": Refused, "description": "Kafka unavailable; retry after Retry-After"},
@@ -368,17 +376,27 @@ def create_app(
         length = int(declared) if declared.isdigit() else None
         if length is not None and length > max_bytes:
             return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
-        if length is None or length > STREAM_BYTES:
-            outcome = await prepare_streamed(request)
-        else:
-            raw = await read_body(request)
-            if raw is None:
-                return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
+        try:
+            async with asyncio.timeout(body_timeout):
+                if length is None or length > STREAM_BYTES:
+                    outcome: Ready | Refusal | bytes | None = await prepare_streamed(request)
+                else:
+                    outcome = await read_body(request)
+        except TimeoutError:
+            return refuse(
+                408,
+                "body_timeout",
+                f"body not received within {body_timeout:g} s",
+                headers={"Connection": "close"},
+            )
+        if outcome is None:
+            return refuse(413, "body_too_large", f"body larger than {max_bytes} bytes")
+        if isinstance(outcome, bytes):
             # Bodies of some size are parsed and validated in a thread: the loop keeps serving.
-            if len(raw) > OFFLOAD_BYTES:
-                outcome = await asyncio.to_thread(prepare, raw)
+            if len(outcome) > OFFLOAD_BYTES:
+                outcome = await asyncio.to_thread(prepare, outcome)
             else:
-                outcome = prepare(raw)
+                outcome = prepare(outcome)
         if isinstance(outcome, Refusal):
             return refuse(
                 outcome.status,
@@ -437,4 +455,5 @@ def app_from_env() -> FastAPI:
     ``/metrics`` reports every worker, see ``worker_metrics``)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format, service="ingest")
+    GuardedHttpToolsProtocol.configure(settings.ingest_header_timeout_seconds)
     return mark_dead_at_shutdown(create_app(settings, tune_gc=True))

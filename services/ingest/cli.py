@@ -33,6 +33,7 @@ def ingest(
 
     from batchpipe.services.cli.support import kafka_access_or_exit, settings_or_exit
     from batchpipe.services.ingest.app import create_app
+    from batchpipe.services.ingest.server import GuardedHttpToolsProtocol, server_options
     from batchpipe.services.ingest.worker_metrics import (
         DeadWorkerSweeper,
         metrics_directory,
@@ -41,6 +42,7 @@ def ingest(
     settings = settings_or_exit("ingest")
     kafka_access_or_exit(settings, "ingest")
     bind = host or settings.http_host
+    options = server_options(settings)
     if workers > 1:
         # Workers are separate processes: each builds its app (and producer) from the env,
         # including the metrics directory, which must be set before uvicorn spawns them.
@@ -63,8 +65,10 @@ def ingest(
                 workers=workers,
                 log_config=None,
                 access_log=access_log,
+                **options,
             )
         return
     # One process serves its own registry (even if PROMETHEUS_MULTIPROC_DIR is set).
     app = create_app(settings, registry=CollectorRegistry(), tune_gc=True)
-    uvicorn.run(app, host=bind, port=port, log_config=None, access_log=access_log)
+    GuardedHttpToolsProtocol.configure(settings.ingest_header_timeout_seconds)
+    uvicorn.run(app, host=bind, port=port, log_config=None, access_log=access_log, **options)
