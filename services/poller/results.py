@@ -81,7 +81,9 @@ def result_emission(message: ResultMessage, oversized: str | None = None) -> Emi
 
 def fitted_result(emission: Emission, limit: int) -> Emission:
     """``emission`` (a result) if it fits in ``limit``, else its ``result_too_large`` form."""
-    if len(emission.value) + len(emission.key) + 1024 < limit:  # framing: ~100 bytes
+    # far below the limit (the common case): a key is at most 4 bytes a character, the
+    # record's framing ~100 bytes
+    if len(emission.value) + 4 * len(emission.custom_id) + 1024 < limit:
         return emission
     size = record_bytes(emission.key, emission.value, emission.headers)
     if size <= limit:
@@ -103,7 +105,7 @@ def fitted_retry(classifier: Classifier, retry: Retry, line: bytes, limit: int) 
     """The retry of ``line`` if it fits in ``limit``, else the request's terminal
     ``retry_too_large`` result."""
     emission = retry_emission(retry, line)
-    if len(line) + len(emission.key) + 1024 < limit:
+    if len(line) + 4 * len(retry.custom_id) + 1024 < limit:
         return emission
     size = record_bytes(emission.key, emission.value, emission.headers)
     if size <= limit:
