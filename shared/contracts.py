@@ -21,7 +21,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 # OpenAI's batch endpoints, then Anthropic's native Messages API (``/v1/messages``): which
 # provider serves which is the providers' ``endpoints`` (``shared.providers``).
@@ -148,8 +155,31 @@ class ResultUsage(_Message):
     reasoning_tokens: int | None = Field(None, ge=0, description="Output tokens of reasoning.")
 
 
+# ``ResultError.code`` of a result whose response body was left out: its message would not fit
+# in the results topic (``body_ref`` says where the body is kept).
+RESULT_TOO_LARGE: Final = "result_too_large"
+# ``ResultError.code`` of a request that was to be retried but whose line would not fit in a
+# message of the requests topic: its terminal result instead.
+RETRY_TOO_LARGE: Final = "retry_too_large"
+
+
+class ResultRef(_Message):
+    """Where the response body of a ``result_too_large`` result is kept: at its provider, in
+    the batch's results (``batchpipe results fetch`` reads it back)."""
+
+    provider: str = Field(description="The provider that holds the batch's results.")
+    batch_id: str = Field(description="The provider's batch id.")
+    custom_id: str = Field(description="The request's custom_id in that batch's results.")
+    body_bytes: int = Field(ge=0, description="Size of the response body left out (JSON).")
+
+
 class ResultMessage(_Message):
-    """The one terminal result of one request: the value of a ``results`` message."""
+    """The one terminal result of one request: the value of a ``results`` message.
+
+    ``body_ref`` is present only on a result whose message would not fit in the results topic
+    (``error.code`` ``result_too_large``, ``response.body`` null); every other result is
+    serialised without it, byte for byte as before the field existed.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="results")
 
@@ -166,6 +196,18 @@ class ResultMessage(_Message):
     usage: ResultUsage | None = None
     submitted_at: int | None = Field(description="Unix time its last batch was created.")
     completed_at: int = Field(description="Unix time the result was produced.")
+    body_ref: ResultRef | None = Field(
+        None,
+        description="Only with error result_too_large: where the response body left out is "
+        "kept (absent otherwise).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_ref(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("body_ref", 0) is None:
+            del data["body_ref"]
+        return data
 
 
 class DeadLetter(_Message):

@@ -341,6 +341,15 @@ class Settings(BaseSettings):
         le=900_000,
         description="Kafka transaction timeout of the poller's producers (broker max 15 min).",
     )
+    results_max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=16 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest message on the results topic (its max.message.bytes, as "
+        "`batchpipe topics` creates it; an existing topic must accept as much). A result "
+        "whose message would be larger is published without its response body, as error "
+        "result_too_large with a reference to fetch it (`batchpipe results fetch`).",
+    )
     poller_retrieve_concurrency: int = Field(
         16, ge=1, le=1000, description="Most batches.retrieve calls in flight at once."
     )

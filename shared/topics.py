@@ -9,6 +9,8 @@ configs whoever created it first.
   (contracts in ``shared.contracts``), ``BATCHPIPE_TOPIC_PARTITIONS`` partitions each.
   ``requests`` and ``dead-letters`` carry whole request lines (a dead letter wraps one), so
   they accept messages up to ``MAX_REQUEST_SIZE`` plus headroom for the record batch.
+- ``results``: ``max.message.bytes`` is ``BATCHPIPE_RESULTS_MAX_MESSAGE_BYTES``, the limit
+  the poller sizes every result against (``services.poller.sizing``).
 - the dispatch ledger (``services.dispatcher.ledger``): compacted, ONE partition, so reading
   it back is one ordered log; an entry carries a window's coverage ranges, hence its larger
   message limit.
@@ -116,7 +118,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         dispatcher_ledger_spec(settings),
         _spec(settings, settings.batches_topic),
         poller_state_spec(settings),
-        _spec(settings, settings.results_topic),
+        _spec(
+            settings,
+            settings.results_topic,
+            {"max.message.bytes": str(settings.results_max_message_bytes)},
+        ),
         _spec(settings, settings.dead_letters_topic, big),
         batch_inputs_spec(settings),
     ]

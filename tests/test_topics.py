@@ -82,11 +82,13 @@ def test_the_registry_lists_all_seven_topics_with_their_settings() -> None:
         ),
         TopicSpec("bt", 4, 3, {}),
         TopicSpec("ps", 4, 3, {"cleanup.policy": "compact"}),
-        TopicSpec("rs", 4, 3, {}),
+        TopicSpec("rs", 4, 3, {"max.message.bytes": str(1024 * 1024)}),
         TopicSpec("dl", 4, 3, big),
         TopicSpec("rq.batch-inputs", 4, 3, {"retention.ms": str(31 * 24 * 3600 * 1000), **big}),
     ]
     assert dispatcher_ledger_spec(s) in topic_specs(s)
+    small = s.model_copy(update={"results_max_message_bytes": 65536})
+    assert TopicSpec("rs", 4, 3, {"max.message.bytes": "65536"}) in topic_specs(small)
     assert poller_state_spec(s) in topic_specs(s)
     named = s.model_copy(update={"dispatcher_ledger_topic": "my-ledger"})
     assert dispatcher_ledger_spec(named).name == "my-ledger"

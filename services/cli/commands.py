@@ -13,7 +13,7 @@ from batchpipe.devtools.dev.cli import dev_command
 from batchpipe.devtools.emulator.cli import openai_emulator
 from batchpipe.services.cli.config import config
 from batchpipe.services.cli.kafka import kafka, kafka_acls, topics
-from batchpipe.services.cli.results import results
+from batchpipe.services.cli.results import results_app
 from batchpipe.services.cli.schema import schema
 from batchpipe.services.cli.submit import submit
 from batchpipe.services.dispatcher.cli import dispatcher
@@ -39,9 +39,16 @@ app.command("config")(config)
 app.command("dispatcher")(dispatcher)
 app.command("emulator")(openai_emulator)
 app.command("openai-emulator")(openai_emulator)  # the older name, kept for scripts
-app.command("dev")(dev_command(lambda: [c.name for c in app.registered_commands if c.name]))
+app.command("dev")(
+    dev_command(
+        lambda: (
+            [c.name for c in app.registered_commands if c.name]
+            + [g.name for g in app.registered_groups if g.name]
+        )
+    )
+)
 app.command("submit")(submit)
-app.command("results")(results)
+app.add_typer(results_app, name="results")
 app.command("ingest")(ingest)
 app.command("poller")(poller)
 app.command("status")(status)

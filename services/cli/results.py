@@ -1,10 +1,15 @@
-"""``batchpipe results``: print results as they arrive on the results topic.
+"""``batchpipe results``: print results as they arrive on the results topic; ``batchpipe
+results fetch``: print the full response body of one result from its provider.
 
 Reads with the shared ``read_committed`` consumer, so only results of committed transactions
 are shown (what every downstream consumer should do). Every partition of the topic is assigned
 to this one process (no group rebalancing); offsets are committed under a consumer group
 (``batchpipe-results-cli`` by default) so a second run shows only what is new. Without
 ``--follow`` the command exits once it has caught up with the end offsets it saw at start.
+
+A result too large for the results topic arrives without its body (error
+``result_too_large``, ``body_ref``); ``fetch_body`` reads that body back through the provider
+layer (``BatchProvider.result_of``: the batch's results streamed, only that line held).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -26,6 +32,40 @@ DEFAULT_GROUP = "batchpipe-results-cli"
 
 class TopicMissing(RuntimeError):
     """The results topic does not exist on the broker."""
+
+
+class ResultNotFound(LookupError):
+    """The batch's results name no such custom_id (or the batch has not ended)."""
+
+
+async def fetch_line(
+    settings: Settings, provider: str, batch_id: str, custom_id: str
+) -> dict[str, Any]:
+    """The result line (common shape: ``custom_id`` and ``response`` or ``error``) of
+    ``custom_id`` in ``batch_id``, read from ``provider``; ``ResultNotFound`` if none."""
+    from batchpipe.shared.providers.registry import PROVIDERS, UnknownProvider
+
+    cls = PROVIDERS.get(provider)
+    if cls is None:
+        raise UnknownProvider(f"unknown provider {provider!r} (known: {', '.join(PROVIDERS)})")
+    client = cls.from_settings(settings)
+    try:
+        line = await client.result_of(batch_id, custom_id)
+    finally:
+        await client.close()
+    if line is None:
+        raise ResultNotFound(f"batch {batch_id} ({provider}) has no result for {custom_id!r}")
+    return line
+
+
+async def fetch_body(settings: Settings, provider: str, batch_id: str, custom_id: str) -> Any:
+    """The full ``response.body`` of a result (what a ``result_too_large`` result left out),
+    read from its provider."""
+    line = await fetch_line(settings, provider, batch_id, custom_id)
+    response = line.get("response")
+    if not isinstance(response, dict):
+        raise ResultNotFound(f"the result of {custom_id!r} in batch {batch_id} has no response")
+    return response.get("body")
 
 
 async def stream_results(
@@ -139,7 +179,16 @@ def _output_of(result: dict[str, Any]) -> str:
     return str(body.get("object", ""))
 
 
+results_app = typer.Typer(
+    invoke_without_command=True,
+    add_completion=False,
+    help="Print results from the results topic; `fetch` prints one result's full body.",
+)
+
+
+@results_app.callback()
 def results(
+    ctx: typer.Context,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing results as they arrive.")
     ] = False,
@@ -161,7 +210,10 @@ def results(
 
     By default shows the results this consumer group has not shown yet and exits when caught
     up; --follow keeps waiting (Ctrl-C stops). Kafka connection from BATCHPIPE_KAFKA_*.
+    `batchpipe results fetch BATCH_ID CUSTOM_ID` prints the full body of one result.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.console import Console
     from rich.text import Text
 
@@ -214,3 +266,44 @@ def results(
         raise typer.Exit(1) from None
     if not as_json:
         typer.echo(f"{count} result(s)", err=True)
+
+
+@results_app.command("fetch")
+def fetch(
+    batch_id: Annotated[str, typer.Argument(help="The batch id (the result's batch_id).")],
+    custom_id: Annotated[str, typer.Argument(help="The request's custom_id.")],
+    provider: Annotated[
+        str, typer.Option(help="The provider that ran the batch (the result's provider).")
+    ] = "openai",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the body to this file.")
+    ] = None,
+    line: Annotated[
+        bool, typer.Option("--line", help="Print the whole result line, not only the body.")
+    ] = False,
+) -> None:
+    """Print one result's full response body, read from its provider.
+
+    For a result published as result_too_large: its body_ref names the batch, the custom_id
+    and the provider. Provider credentials as for the services (OPENAI_API_KEY, AZURE_OPENAI_*,
+    ANTHROPIC_API_KEY). One JSON document, on stdout or in --output.
+    """
+    settings = settings_or_exit("results")
+
+    async def run() -> Any:
+        if line:
+            return await fetch_line(settings, provider, batch_id, custom_id)
+        return await fetch_body(settings, provider, batch_id, custom_id)
+
+    try:
+        document = asyncio.run(run())
+    except Exception as exc:  # unknown provider or batch, no such result: one clear line
+        typer.secho(f"batchpipe results fetch: {type(exc).__name__}: {exc}", err=True, fg="red")
+        raise typer.Exit(1) from None
+    data = orjson.dumps(document) + b"\n"
+    if output is not None:
+        output.write_bytes(data)
+        typer.echo(f"{len(data):,} bytes written to {output}", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()

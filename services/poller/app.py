@@ -27,6 +27,7 @@ from batchpipe.services.poller.poll import Follower, Tracked
 from batchpipe.services.poller.publisher import CrashAfter, PartitionPublisher, group_id
 from batchpipe.services.poller.results import emissions
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
+from batchpipe.services.poller.sizing import MessageLimits
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
 from batchpipe.shared.kafka import (
@@ -166,6 +167,7 @@ class Poller:
             self.providers.get(record.provider),
             max_attempts=self.settings.max_attempts,
             now=now_unix(),
+            limits=MessageLimits.from_settings(self.settings),
         )
         await publisher.publish(
             record.batch_id,

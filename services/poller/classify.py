@@ -141,6 +141,10 @@ class Classifier:
             "completed_at": self.completed_at,
         }
 
+    def unretryable(self, retry: Retry, error: ResultError) -> ResultMessage:
+        """The terminal ``failed`` result of a request whose ``retry`` cannot be published."""
+        return self._result(retry.custom_id, "failed", error=error)
+
     def line(self, line: Mapping[str, Any]) -> Decision:
         """Decide for one line of the output or error file (``custom_id`` must be a str)."""
         custom_id = str(line["custom_id"])

@@ -110,7 +110,9 @@ class PartitionPublisher:
             transactional_id=transactional_id(settings, partition),
             transaction_timeout_ms=settings.poller_transaction_timeout_ms,
             linger_ms=10,
-            max_batch_size=512 * 1024,
+            # a batch of several records never exceeds the results topic's limit (a record
+            # alone is sized against it by ``sizing.py``)
+            max_batch_size=min(512 * 1024, settings.results_max_message_bytes),
         )
 
     async def start(self) -> None:

@@ -8,6 +8,10 @@ and retried requests are found by streaming the batch's request lines afterwards
 (``BatchProvider.requests``); only the set of custom_ids seen (at most 100,000 short strings)
 is kept.
 
+Every emission is sized against its topic's limit (``sizing.py``): a result too large for
+``results`` goes out without its body (``result_too_large``), a retry too large for
+``requests`` becomes the request's terminal ``retry_too_large`` result, one for one.
+
 The order is a pure function of what the provider keeps (immutable once the batch ended), so a
 replay after a crash yields the same sequence and the publisher (``publisher.py``) can skip
 the first N emissions it already committed.
@@ -22,7 +26,15 @@ from typing import Any, Literal
 import orjson
 
 from batchpipe.services.poller.classify import Classifier, Retry
+from batchpipe.services.poller.sizing import (
+    MessageLimits,
+    record_bytes,
+    result_too_large,
+    retry_too_large,
+)
 from batchpipe.shared.contracts import (
+    RESULT_TOO_LARGE,
+    RETRY_TOO_LARGE,
     BatchRecord,
     ResultMessage,
     attempt_headers,
@@ -46,13 +58,14 @@ class Emission:
     status: str  # the result status, or "retry"
     input_tokens: int = 0
     output_tokens: int = 0
+    oversized: str | None = None  # result_too_large / retry_too_large: the sizing rule applied
 
     @property
     def key(self) -> bytes:
         return key_bytes(self.custom_id)
 
 
-def result_emission(message: ResultMessage) -> Emission:
+def result_emission(message: ResultMessage, oversized: str | None = None) -> Emission:
     usage = message.usage
     return Emission(
         kind="result",
@@ -62,7 +75,50 @@ def result_emission(message: ResultMessage) -> Emission:
         status=message.status,
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
+        oversized=oversized,
     )
+
+
+def fitted_result(emission: Emission, limit: int) -> Emission:
+    """``emission`` (a result) if it fits in ``limit``, else its ``result_too_large`` form."""
+    # far below the limit (the common case): a key is at most 4 bytes a character, the
+    # record's framing ~100 bytes
+    if len(emission.value) + 4 * len(emission.custom_id) + 1024 < limit:
+        return emission
+    size = record_bytes(emission.key, emission.value, emission.headers)
+    if size <= limit:
+        return emission
+    stub = result_too_large(emission.value, size, limit)
+    log.warning(
+        "result.too_large",
+        batch_id=stub.batch_id,
+        custom_id=stub.custom_id,
+        provider=stub.provider,
+        status=stub.status,
+        size_bytes=size,
+        limit_bytes=limit,
+    )
+    return result_emission(stub, RESULT_TOO_LARGE)
+
+
+def fitted_retry(classifier: Classifier, retry: Retry, line: bytes, limit: int) -> Emission:
+    """The retry of ``line`` if it fits in ``limit``, else the request's terminal
+    ``retry_too_large`` result."""
+    emission = retry_emission(retry, line)
+    if len(line) + 4 * len(retry.custom_id) + 1024 < limit:
+        return emission
+    size = record_bytes(emission.key, emission.value, emission.headers)
+    if size <= limit:
+        return emission
+    error = retry_too_large(retry.error, size, limit)
+    log.warning(
+        "retry.too_large",
+        batch_id=classifier.batch.batch_id,
+        custom_id=retry.custom_id,
+        size_bytes=size,
+        limit_bytes=limit,
+    )
+    return result_emission(classifier.unretryable(retry, error), RETRY_TOO_LARGE)
 
 
 def retry_emission(retry: Retry, line: bytes) -> Emission:
@@ -107,8 +163,12 @@ async def emissions(
     *,
     max_attempts: int,
     now: int,
+    limits: MessageLimits | None = None,
 ) -> AsyncIterator[Emission]:
-    """Every message the finished ``batch`` owes, in a deterministic order."""
+    """Every message the finished ``batch`` owes, in a deterministic order, each fitting in
+    its topic's limit (``limits``; default ``MessageLimits()``)."""
+    limits = limits or MessageLimits()
+    results_limit, requests_limit = limits.results, limits.requests
     classifier = Classifier(batch, outcome, max_attempts=max_attempts, now=now)
     seen: set[str] = set()
     retries: dict[str, Retry] = {}
@@ -123,13 +183,13 @@ async def emissions(
             seen.add(custom_id)
             fast = _succeeded(classifier, custom_id, line)
             if fast is not None:
-                yield fast
+                yield fitted_result(fast, results_limit)
                 continue
             decision = classifier.line(line)
             if isinstance(decision, Retry):
                 retries[custom_id] = decision
             else:
-                yield result_emission(decision)
+                yield fitted_result(result_emission(decision), results_limit)
     if not retries and len(seen) >= batch.request_count:
         return
     # Retried requests need their original line; missing requests need their custom_id.
@@ -137,15 +197,15 @@ async def emissions(
         async for line_number, custom_id, raw in requests:
             retry = retries.pop(custom_id, None)
             if retry is not None:
-                yield retry_emission(retry, raw)
+                yield fitted_retry(classifier, retry, raw, requests_limit)
                 continue
             if custom_id in seen:
                 continue
             seen.add(custom_id)
             decision = classifier.missing(custom_id, line_number)
             if isinstance(decision, Retry):
-                yield retry_emission(decision, raw)
+                yield fitted_retry(classifier, decision, raw, requests_limit)
             else:
-                yield result_emission(decision)
+                yield fitted_result(result_emission(decision), results_limit)
     for custom_id in retries:  # a result line for a request not in the input: impossible
         log.error("retry.not_in_input_file", batch_id=batch.batch_id, custom_id=custom_id)

@@ -4,7 +4,8 @@
 provider's status, age) and
 totals; ``PollerMetrics`` holds the per-service registry: batches by status (a gauge of the
 followed batches plus a counter of finished ones), results by status, retries, input/output
-tokens by model (from each result's ``usage``), ``batches.retrieve`` calls by outcome and the
+tokens by model (from each result's ``usage``), results the sizing rule changed (by code:
+``result_too_large``, ``retry_too_large``), ``batches.retrieve`` calls by outcome and the
 time from a batch finishing at its provider to its last result being committed.
 """
 
@@ -64,6 +65,14 @@ class PollerMetrics:
             ["model", "kind"],
             registry=reg,
         )
+        self.too_large = Counter(
+            "poller_results_too_large",
+            "Results published changed by the sizing rule because a message would not fit "
+            "its topic, by code (result_too_large: body left out; retry_too_large: "
+            "terminal instead of retried).",
+            ["code"],
+            registry=reg,
+        )
         self.retrieves = Counter(
             "poller_retrieves", "Batch retrieve calls, by outcome.", ["outcome"], registry=reg
         )
@@ -81,6 +90,8 @@ class PollerMetrics:
         tokens_in = tokens_out = 0
         for emission in chunk:
             statuses[emission.status] += 1
+            if emission.oversized is not None:
+                self.too_large.labels(emission.oversized).inc()
             tokens_in += emission.input_tokens
             tokens_out += emission.output_tokens
         retries = statuses.pop("retry", 0)

@@ -346,6 +346,21 @@ class AnthropicProvider(BatchProvider):
     def results(self, record: BatchRecord, outcome: BatchOutcome) -> LineStream:
         return closing_stream(self._results(record))
 
+    async def result_of(self, batch_id: str, custom_id: str) -> ResultLine | None:
+        """Finds the line by the id the batch was sent with (``anthropic_custom_id``)."""
+        sent = anthropic_custom_id(custom_id)
+        async with self.client.messages.batches.with_streaming_response.results(batch_id) as r:
+            async for raw in r.iter_lines():
+                if not raw.strip():
+                    continue
+                try:
+                    parsed = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(parsed, dict) and parsed.get("custom_id") == sent:
+                    return result_line(parsed, custom_id)
+        return None
+
     async def _requests(self, record: BatchRecord) -> AsyncIterator[RequestLineBytes]:
         if record.input_file_id is None:
             return

@@ -17,6 +17,9 @@ poll:
   poller classifies (``ResultLine``): ``{"custom_id", "response": {"status_code", "body"}}``
   or ``{"custom_id", "error": {"code", "message"}}``, ``body`` being the provider's own
   response object;
+- ``result_of(batch_id, custom_id)``: one request's result line of an ended batch, in the
+  same shape, read back on demand (``batchpipe results fetch``: the body of a result too
+  large for the results topic);
 - ``requests(record)``: the original request lines of a batch, in the ``requests`` topic's
   shape, to re-publish the ones that are retried;
 - ``cancel``, ``enqueued_tokens`` (for the per-model token budget) and ``close``.
@@ -180,6 +183,13 @@ class BatchProvider(ABC):
     @abstractmethod
     def results(self, record: BatchRecord, outcome: BatchOutcome) -> LineStream:
         """Every result line of the ended batch, in a fixed order (common shape)."""
+
+    @abstractmethod
+    async def result_of(self, batch_id: str, custom_id: str) -> ResultLine | None:
+        """The result line of ``custom_id`` in the ended batch ``batch_id`` (common shape):
+        the first that names it, in ``results`` order, so the very line the poller published
+        from; None if no line does (or the batch has not ended). The results are streamed:
+        only that one line is ever held."""
 
     @abstractmethod
     def requests(self, record: BatchRecord) -> RequestStream:

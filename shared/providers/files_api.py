@@ -293,6 +293,18 @@ class FilesBatchesProvider(BatchProvider):
     def results(self, record: BatchRecord, outcome: BatchOutcome) -> LineStream:
         return closing_stream(self._results(outcome))
 
+    async def result_of(self, batch_id: str, custom_id: str) -> ResultLine | None:
+        """Scans the output file, then the error file (the order ``results`` reads them in)."""
+        outcome = (await self.retrieve(batch_id)).outcome
+        if outcome is None:
+            return None
+        async with closing_stream(self._results(outcome)) as lines:
+            async for line in lines:
+                if line is not None and line["custom_id"] == custom_id:
+                    found: ResultLine = line
+                    return found
+        return None
+
     def request_line(self, raw: str, parsed: dict[str, Any]) -> bytes:
         """An input file line (``raw``, parsed) as the value of a ``requests`` message."""
         return raw.encode("utf-8")
