@@ -28,6 +28,7 @@ from batchpipe.shared.contracts import (
     attempt_headers,
     encode,
     key_bytes,
+    key_headers,
 )
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.providers.base import BatchOutcome, BatchProvider
@@ -46,6 +47,7 @@ class Emission:
     status: str  # the result status, or "retry"
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def key(self) -> bytes:
@@ -62,15 +64,17 @@ def result_emission(message: ResultMessage) -> Emission:
         status=message.status,
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
+        cached_tokens=(usage.cached_tokens or 0) if usage else 0,
     )
 
 
-def retry_emission(retry: Retry, line: bytes) -> Emission:
+def retry_emission(retry: Retry, line: bytes, api_key: str | None = None) -> Emission:
+    """The request again, with its next attempt and the API key name it came with."""
     return Emission(
         kind="retry",
         custom_id=retry.custom_id,
         value=line,
-        headers=attempt_headers(retry.attempt),
+        headers=attempt_headers(retry.attempt) + key_headers(api_key),
         status="retry",
     )
 
@@ -97,6 +101,7 @@ def _succeeded(classifier: Classifier, custom_id: str, line: dict[str, Any]) -> 
         status="succeeded",
         input_tokens=counts.get("input_tokens", 0),
         output_tokens=counts.get("output_tokens", 0),
+        cached_tokens=counts.get("cached_tokens") or 0,
     )
 
 
@@ -137,14 +142,14 @@ async def emissions(
         async for line_number, custom_id, raw in requests:
             retry = retries.pop(custom_id, None)
             if retry is not None:
-                yield retry_emission(retry, raw)
+                yield retry_emission(retry, raw, batch.api_key)
                 continue
             if custom_id in seen:
                 continue
             seen.add(custom_id)
             decision = classifier.missing(custom_id, line_number)
             if isinstance(decision, Retry):
-                yield retry_emission(decision, raw)
+                yield retry_emission(decision, raw, batch.api_key)
             else:
                 yield result_emission(decision)
     for custom_id in retries:  # a result line for a request not in the input: impossible
