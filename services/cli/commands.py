@@ -12,6 +12,7 @@ import typer
 from batchpipe.devtools.dev.cli import dev_command
 from batchpipe.devtools.emulator.cli import openai_emulator
 from batchpipe.services.cli.config import config
+from batchpipe.services.cli.costs import costs
 from batchpipe.services.cli.kafka import kafka, kafka_acls, topics
 from batchpipe.services.cli.results import results
 from batchpipe.services.cli.schema import schema
@@ -42,6 +43,7 @@ app.command("openai-emulator")(openai_emulator)  # the older name, kept for scri
 app.command("dev")(dev_command(lambda: [c.name for c in app.registered_commands if c.name]))
 app.command("submit")(submit)
 app.command("results")(results)
+app.command("costs")(costs)
 app.command("ingest")(ingest)
 app.command("poller")(poller)
 app.command("status")(status)
