@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -22,7 +23,7 @@ from batchpipe.shared.costs import (
 from batchpipe.shared.settings import SettingsError
 from tests.conftest import make_test_settings
 
-TABLE = {
+TABLE: dict[str, Any] = {
     "as_of": "2099-01-01",
     "sources": ["test"],
     "models": {
@@ -72,7 +73,7 @@ def test_an_override_file_replaces_and_adds_models(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
     path.write_bytes(
         orjson.dumps(TABLE | {"models": {**TABLE["models"], "gpt-4o-mini": TABLE["models"]["m-b"]}})
-    )  # type: ignore[dict-item]
+    )
     table = load_prices(path)
     assert table.as_of == "2099-01-01" and table.overrides == str(path)
     assert table.lookup("m-a") is not None and table.lookup("gpt-4.1") is not None

@@ -58,7 +58,7 @@ def result(
         usage=usage,
         submitted_at=now - 5,
         completed_at=now,
-        endpoint=endpoint,  # type: ignore[arg-type]
+        endpoint=endpoint,
         api_key=api_key,
     )
 
