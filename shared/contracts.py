@@ -1,7 +1,9 @@
 """The message contracts of the four public topics, defined once and used by every service.
 
 - ``requests``: key ``custom_id``; value one OpenAI Batch input line (``RequestLine``);
-  header ``batchpipe-attempt`` counts re-submissions (absent = 0).
+  header ``batchpipe-attempt`` counts re-submissions (absent = 0); header ``batchpipe-key``
+  names the ingest API key the request came with (a non-secret name, never the key itself;
+  absent = unattributed).
 - ``batches``: key the provider's batch id; value ``BatchRecord``.
 - ``results``: key ``custom_id``; value ``ResultMessage``.
 - ``dead-letters``: key of the failed message; value ``DeadLetter``.
@@ -53,6 +55,9 @@ CUSTOM_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 _CUSTOM_ID_RE: Final = re.compile(CUSTOM_ID_PATTERN)
 
 ATTEMPT_HEADER: Final = "batchpipe-attempt"
+KEY_HEADER: Final = "batchpipe-key"
+KEY_NAME_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+_KEY_NAME_RE: Final = re.compile(KEY_NAME_PATTERN)
 
 ResultStatus = Literal["succeeded", "failed", "expired", "cancelled"]
 
@@ -64,6 +69,10 @@ Headers = Sequence[tuple[str, bytes]]
 
 def is_valid_custom_id(value: str) -> bool:
     return _CUSTOM_ID_RE.fullmatch(value) is not None
+
+
+def is_valid_key_name(value: str) -> bool:
+    return _KEY_NAME_RE.fullmatch(value) is not None
 
 
 def now_unix() -> int:
@@ -107,7 +116,8 @@ class BatchRecord(_Message):
     """What the poller needs to follow one submitted batch: the value of a ``batches`` message.
 
     Per-request data is kept out of it (the input file holds the lines), so it stays small for
-    50,000 requests: only the attempts of re-submitted requests are listed.
+    50,000 requests: only the attempts of re-submitted requests are listed, and the API key
+    name is one field because the dispatcher never mixes keys in one batch.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="batches")
@@ -129,6 +139,11 @@ class BatchRecord(_Message):
     input_bytes: int = Field(ge=0, description="Size of the JSONL input file.")
     window_opened_at: float = Field(description="Unix time the window's first request arrived.")
     submitted_at: int = Field(description="Unix time the batch was created.")
+    api_key: str | None = Field(
+        None,
+        description="Name of the ingest API key every request of this batch came with "
+        "(header batchpipe-key); None: unattributed.",
+    )
 
     def attempt_of(self, custom_id: str) -> int:
         return self.attempts.get(custom_id, 0)
@@ -196,6 +211,11 @@ class ResultMessage(_Message):
     usage: ResultUsage | None = None
     submitted_at: int | None = Field(description="Unix time its last batch was created.")
     completed_at: int = Field(description="Unix time the result was produced.")
+    endpoint: Endpoint | None = Field(None, description="The endpoint the request was sent to.")
+    api_key: str | None = Field(
+        None, description="Name of the ingest API key of the request (None: unattributed)."
+    )
+
     body_ref: ResultRef | None = Field(
         None,
         description="Only with error result_too_large: where the response body left out is "
@@ -303,6 +323,23 @@ def attempt_from_headers(headers: Iterable[tuple[str, bytes]] | None) -> int:
 def attempt_headers(attempt: int) -> list[tuple[str, bytes]]:
     """Headers for a request on its ``attempt``-th re-submission (none for the first)."""
     return [(ATTEMPT_HEADER, str(attempt).encode("ascii"))] if attempt > 0 else []
+
+
+def key_from_headers(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
+    """The ``batchpipe-key`` header (an API key's name); absent or not a valid name is None."""
+    for name, value in headers or ():
+        if name == KEY_HEADER:
+            try:
+                text = value.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+            return text if is_valid_key_name(text) else None
+    return None
+
+
+def key_headers(key_name: str | None) -> list[tuple[str, bytes]]:
+    """Headers naming the API key a request came with (none when unattributed)."""
+    return [(KEY_HEADER, key_name.encode("ascii"))] if key_name else []
 
 
 def json_schema(name: str) -> dict[str, Any]:

@@ -126,7 +126,9 @@ class Settings(BaseSettings):
     )
     ingest_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(),
-        description="Comma-separated API keys; when set, ingest requires a Bearer token.",
+        description="Comma-separated API keys, each `name=key` or bare (named `key-` + 8 hex "
+        "digits of its SHA-256); when set, ingest requires a Bearer token and stamps the key's "
+        "name on each request for cost attribution (`batchpipe costs`).",
     )
 
     ingest_publish_timeout_seconds: float = Field(
@@ -315,6 +317,13 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="max_tokens of requests translated for Anthropic that set none (Anthropic "
         "requires it).",
+    )
+
+    # --- Costs ---------------------------------------------------------------------------
+    prices_file: Path | None = Field(
+        None,
+        description="JSON price table (the shipped one's format, see docs/costs.md) whose "
+        "models replace or add to the shipped prices.",
     )
 
     # --- Operations -----------------------------------------------------------------------

@@ -129,7 +129,10 @@ def test_result_round_trip_keeps_nulls() -> None:
         "usage",
         "submitted_at",
         "completed_at",
+        "endpoint",
+        "api_key",
     }
+    assert raw["endpoint"] is None and raw["api_key"] is None  # unknown / unattributed
     assert decode(ResultMessage, encode(result)) == result
 
 

@@ -12,6 +12,7 @@ import typer
 from batchpipe.devtools.dev.cli import dev_command
 from batchpipe.devtools.emulator.cli import openai_emulator
 from batchpipe.services.cli.config import config
+from batchpipe.services.cli.costs import costs
 from batchpipe.services.cli.kafka import kafka, kafka_acls, topics
 from batchpipe.services.cli.results import results_app
 from batchpipe.services.cli.schema import schema
@@ -49,6 +50,7 @@ app.command("dev")(
 )
 app.command("submit")(submit)
 app.add_typer(results_app, name="results")
+app.command("costs")(costs)
 app.command("ingest")(ingest)
 app.command("poller")(poller)
 app.command("status")(status)

@@ -119,6 +119,7 @@ class DispatchSteps:
                 input_bytes=window.nbytes,
                 window_opened_at=window.opened_at_unix,
                 attempts=dict(window.attempts),
+                api_key=window.api_key,
                 coverage=coverage,
                 planned_at=now,
                 updated_at=now,

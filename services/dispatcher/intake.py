@@ -33,6 +33,7 @@ from batchpipe.services.dispatcher.records import (
     Record,
     as_incoming,
     attempt_of,
+    key_name_of,
     offsets_of_one_partition,
 )
 from batchpipe.services.dispatcher.validate import Invalid, Row, validate_row
@@ -111,10 +112,12 @@ class Intake:
         check = self._check
         if check is not None:
             rows = [(check(row) or row) if type(row) is tuple else row for row in rows]
-        attempts = (
-            [attempt_of(r.headers) for r in records] if any(r.headers for r in records) else None
-        )
-        dropped, cuts = self.windows.add_chunk(topic, partition, offsets, rows, attempts)
+        attempts: list[int] | None = None
+        key_names: list[str | None] | None = None
+        if any(r.headers for r in records):
+            attempts = [attempt_of(r.headers) for r in records]
+            key_names = [key_name_of(r.headers) for r in records]
+        dropped, cuts = self.windows.add_chunk(topic, partition, offsets, rows, attempts, key_names)
         for offset, custom_id in dropped:
             log.info("request.duplicate_dropped", custom_id=custom_id)
             self.offsets.done(tp, offset)
@@ -181,6 +184,7 @@ class Intake:
                         line,
                         (tp[0], tp[1], offset),
                         attempt_of(headers) if headers else 0,
+                        key_name_of(headers) if headers else None,
                     )
                     if cut is None:
                         duplicates += 1

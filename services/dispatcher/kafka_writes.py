@@ -78,6 +78,7 @@ class KafkaWrites:
             input_bytes=entry.input_bytes,
             window_opened_at=entry.window_opened_at,
             submitted_at=submitted_at,
+            api_key=entry.api_key,
         )
         await self._send(self.settings.batches_topic, encode(record), key_bytes(entry.batch_id))
 

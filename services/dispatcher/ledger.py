@@ -83,6 +83,7 @@ class LedgerEntry(BaseModel):
     input_bytes: int
     window_opened_at: float
     attempts: dict[str, int] = Field(default_factory=dict)
+    api_key: str | None = None  # the window's API key name (BatchRecord.api_key)
     # "topic:partition" -> flat list [start0, end0, start1, end1, ...] (inclusive ranges)
     coverage: dict[str, list[int]]
     file_id: str | None = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
-from batchpipe.shared.contracts import attempt_from_headers
+from batchpipe.shared.contracts import attempt_from_headers, key_from_headers
 
 TP = tuple[str, int]  # (topic, partition)
 Position = tuple[str, int, int]  # (topic, partition, offset)
@@ -64,6 +64,11 @@ def header_items(headers: Any) -> Sequence[tuple[str, bytes]]:
 def attempt_of(headers: Any) -> int:
     """The request's delivery attempt (0 for a first delivery; the poller's retries count up)."""
     return attempt_from_headers(header_items(headers)) if headers else 0
+
+
+def key_name_of(headers: Any) -> str | None:
+    """The name of the ingest API key the request came with (None: unattributed)."""
+    return key_from_headers(header_items(headers)) if headers else None
 
 
 def as_incoming(record: Record) -> Incoming:

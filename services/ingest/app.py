@@ -47,6 +47,7 @@ from batchpipe.services.ingest.validate import (
     parse_body,
 )
 from batchpipe.services.ingest.worker_metrics import mark_dead_at_shutdown, metrics_registries
+from batchpipe.shared.contracts import key_headers
 from batchpipe.shared.kafka import topic_exists
 from batchpipe.shared.logs import configure_logging, get_logger
 from batchpipe.shared.ops_http import ops_router
@@ -364,7 +365,7 @@ def create_app(
     app.add_middleware(DirectRoute, method="POST", path="/requests", endpoint=post_requests)
 
     async def handle(request: Request) -> Response:
-        auth = keys.check(request.headers.get("authorization"))
+        auth, key_name = keys.identify(request.headers.get("authorization"))
         if auth is not AuthResult.OK:
             return refuse(
                 401,
@@ -408,7 +409,7 @@ def create_app(
         count = len(outcome.records)
         started = time.perf_counter()
         try:
-            await publisher.publish(outcome.records)
+            await publisher.publish(outcome.records, key_headers(key_name))
         except Unavailable as exc:
             return refuse(
                 503,

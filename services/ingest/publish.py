@@ -72,24 +72,35 @@ class GroupCommit:
         self._last: dict[int, OpenBatch] = {}  # per partition: the last one handed over
         self._submitters: dict[int, asyncio.Task[None]] = {}
 
-    def append_all(self, records: deque[Record], partitions: Sequence[int]) -> set[OpenBatch]:
-        """Move every record (emptying ``records``) into its partition's open batch; the
-        batches that now hold one of them."""
+    def append_all(
+        self,
+        records: deque[Record],
+        partitions: Sequence[int],
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> set[OpenBatch]:
+        """Move every record (emptying ``records``) into its partition's open batch, each with
+        ``headers``; the batches that now hold one of them."""
         touched: set[OpenBatch] = set()
         open_batches = self._open
+        extra = list(headers)
         for partition in partitions_of([key for key, _ in records], partitions):
             key, value = records.popleft()
             batch = open_batches.get(partition)
-            if batch is None or batch.builder.append(key=key, value=value, timestamp=None) is None:
-                batch = self._start_batch(partition, key, value)
+            if (
+                batch is None
+                or batch.builder.append(key=key, value=value, timestamp=None, headers=extra) is None
+            ):
+                batch = self._start_batch(partition, key, value, extra)
             touched.add(batch)
         return touched
 
-    def _start_batch(self, partition: int, key: bytes, value: bytes) -> OpenBatch:
+    def _start_batch(
+        self, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> OpenBatch:
         """A new open batch for the partition (the last one is full, closed or missing),
         holding this first record, queued for hand-over."""
         batch = self._open[partition] = OpenBatch(self._producer.create_batch(), self._loop)
-        if batch.builder.append(key=key, value=value, timestamp=None) is None:
+        if batch.builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
             raise ValueError(f"record of {len(value)} bytes does not fit in a batch")
         queue = self._queues.get(partition)
         if queue is None:
@@ -239,10 +250,13 @@ class Publisher:
             log.info("ingest.producer.connected", attempt=attempt, topic=self._topic)
             return
 
-    async def publish(self, records: deque[Record]) -> None:
-        """Append every record to the shared batches and wait until each batch holding one is
-        acknowledged, within the publish timeout; else raise ``Unavailable``. ``records`` is
-        emptied as they are appended (a big POST is not held twice)."""
+    async def publish(
+        self, records: deque[Record], headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Append every record (each with ``headers``) to the shared batches and wait until
+        each batch holding one is acknowledged, within the publish timeout; else raise
+        ``Unavailable``. ``records`` is emptied as they are appended (a big POST is not held
+        twice)."""
         producer, group = self._producer, self._group
         if producer is None or group is None:
             raise Unavailable("not connected to Kafka yet")
@@ -252,7 +266,7 @@ class Publisher:
         try:
             async with asyncio.timeout(self._timeout):
                 partitions = sorted(await producer.partitions_for(self._topic))
-                batches = group.append_all(records, partitions)
+                batches = group.append_all(records, partitions, headers)
                 done, _ = await asyncio.wait([b.delivered for b in batches])
         except TimeoutError:
             _consume_later(batches)

@@ -10,7 +10,9 @@ The wiring of the step modules, plus reading ``batches`` records:
   dead-lettered;
 - ``Follower`` retrieves batches at the allowed pace and, when one is finished, this module
   streams its emissions (``results.py``) through the partition's publisher;
-- ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``.
+- ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``;
+  what the published results cost is counted by ``costs.PollerCosts`` (``/status``'s
+  ``costs``).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 from fastapi import FastAPI, Response
 
+from batchpipe.services.poller.costs import PollerCosts
 from batchpipe.services.poller.poll import Follower, Tracked
 from batchpipe.services.poller.publisher import CrashAfter, PartitionPublisher, group_id
-from batchpipe.services.poller.results import emissions
+from batchpipe.services.poller.results import Emission, emissions
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
 from batchpipe.services.poller.sizing import MessageLimits
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
+from batchpipe.shared.costs import prices_of
 from batchpipe.shared.kafka import (
     ensure_topics,
     group_instance_id,
@@ -77,6 +81,7 @@ class Poller:
             on_retrieve=lambda outcome: self.metrics.retrieves.labels(outcome).inc(),
         )
         self.metrics = PollerMetrics(lambda: list(self.follower.tracked.values()))
+        self.costs = PollerCosts(self.metrics.registry, prices_of(settings))
         self.stopping = asyncio.Event()
         self.ready = False
         self.assigned = False  # a first partition assignment (possibly empty) went through
@@ -174,11 +179,15 @@ class Poller:
             tracked.offset,
             outcome.status,
             stream,
-            lambda chunk: self.metrics.count_chunk(record.model, chunk),
+            lambda chunk: self._count(record, chunk),
         )
         self.metrics.batches_finished.labels(outcome.status).inc()
         if outcome.finished_at:
             self.metrics.publish_lag.observe(max(0.0, time.time() - outcome.finished_at))
+
+    def _count(self, record: BatchRecord, chunk: list[Emission]) -> None:
+        self.metrics.count_chunk(record.model, chunk)
+        self.costs.count(record, chunk)
 
     # --- HTTP ---------------------------------------------------------------------------
     def http_app(self) -> FastAPI:
@@ -195,7 +204,9 @@ class Poller:
 
         @app.get("/status", summary="In-flight batches and totals")
         async def status() -> Response:
-            return json_response(status_snapshot(self.follower.tracked, self.metrics))
+            doc = status_snapshot(self.follower.tracked, self.metrics)
+            doc["costs"] = self.costs.snapshot()
+            return json_response(doc)
 
         return app
 

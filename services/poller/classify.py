@@ -107,6 +107,8 @@ class Classifier:
             usage=ResultUsage(**normalized) if normalized else None,
             submitted_at=self.batch.submitted_at,
             completed_at=self.completed_at,
+            endpoint=self.batch.endpoint,
+            api_key=self.batch.api_key,
         )
 
     def _retry_or(
@@ -139,6 +141,8 @@ class Classifier:
             "usage": normalize_usage(usage),
             "submitted_at": self.batch.submitted_at,
             "completed_at": self.completed_at,
+            "endpoint": self.batch.endpoint,
+            "api_key": self.batch.api_key,
         }
 
     def unretryable(self, retry: Retry, error: ResultError) -> ResultMessage:

@@ -94,6 +94,13 @@ def status(
         f"results published: {totals.get('results_published', 0)}, "
         f"retries: {totals.get('retries_published', 0)}"
     )
+    spent = (doc.get("costs") or {}).get("total")
+    if spent:
+        console.print(
+            f"published by this poller: {spent['results']} results, "
+            f"{spent['cost_usd']:.4f} USD at batch prices, {spent['saving_usd']:.4f} USD saved "
+            "(all time, per API key: batchpipe costs)"
+        )
 
 
 def _age(seconds: float) -> str:

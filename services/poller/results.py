@@ -40,6 +40,7 @@ from batchpipe.shared.contracts import (
     attempt_headers,
     encode,
     key_bytes,
+    key_headers,
 )
 from batchpipe.shared.logs import get_logger
 from batchpipe.shared.providers.base import BatchOutcome, BatchProvider
@@ -59,6 +60,7 @@ class Emission:
     input_tokens: int = 0
     output_tokens: int = 0
     oversized: str | None = None  # result_too_large / retry_too_large: the sizing rule applied
+    cached_tokens: int = 0
 
     @property
     def key(self) -> bytes:
@@ -76,6 +78,7 @@ def result_emission(message: ResultMessage, oversized: str | None = None) -> Emi
         input_tokens=usage.input_tokens if usage else 0,
         output_tokens=usage.output_tokens if usage else 0,
         oversized=oversized,
+        cached_tokens=(usage.cached_tokens or 0) if usage else 0,
     )
 
 
@@ -101,10 +104,12 @@ def fitted_result(emission: Emission, limit: int) -> Emission:
     return result_emission(stub, RESULT_TOO_LARGE)
 
 
-def fitted_retry(classifier: Classifier, retry: Retry, line: bytes, limit: int) -> Emission:
+def fitted_retry(
+    classifier: Classifier, retry: Retry, line: bytes, limit: int, api_key: str | None = None
+) -> Emission:
     """The retry of ``line`` if it fits in ``limit``, else the request's terminal
     ``retry_too_large`` result."""
-    emission = retry_emission(retry, line)
+    emission = retry_emission(retry, line, api_key)
     if len(line) + 4 * len(retry.custom_id) + 1024 < limit:
         return emission
     size = record_bytes(emission.key, emission.value, emission.headers)
@@ -121,12 +126,13 @@ def fitted_retry(classifier: Classifier, retry: Retry, line: bytes, limit: int) 
     return result_emission(classifier.unretryable(retry, error), RETRY_TOO_LARGE)
 
 
-def retry_emission(retry: Retry, line: bytes) -> Emission:
+def retry_emission(retry: Retry, line: bytes, api_key: str | None = None) -> Emission:
+    """The request again, with its next attempt and the API key name it came with."""
     return Emission(
         kind="retry",
         custom_id=retry.custom_id,
         value=line,
-        headers=attempt_headers(retry.attempt),
+        headers=attempt_headers(retry.attempt) + key_headers(api_key),
         status="retry",
     )
 
@@ -153,6 +159,7 @@ def _succeeded(classifier: Classifier, custom_id: str, line: dict[str, Any]) -> 
         status="succeeded",
         input_tokens=counts.get("input_tokens", 0),
         output_tokens=counts.get("output_tokens", 0),
+        cached_tokens=counts.get("cached_tokens") or 0,
     )
 
 
@@ -197,14 +204,14 @@ async def emissions(
         async for line_number, custom_id, raw in requests:
             retry = retries.pop(custom_id, None)
             if retry is not None:
-                yield fitted_retry(classifier, retry, raw, requests_limit)
+                yield fitted_retry(classifier, retry, raw, requests_limit, batch.api_key)
                 continue
             if custom_id in seen:
                 continue
             seen.add(custom_id)
             decision = classifier.missing(custom_id, line_number)
             if isinstance(decision, Retry):
-                yield fitted_retry(classifier, decision, raw, requests_limit)
+                yield fitted_retry(classifier, decision, raw, requests_limit, batch.api_key)
             else:
                 yield fitted_result(result_emission(decision), results_limit)
     for custom_id in retries:  # a result line for a request not in the input: impossible

@@ -70,6 +70,8 @@ async def test_poller_process_status_and_clean_sigterm(
             4,
         )
         assert entry["status"] == "in_progress" and entry["request_counts"]["total"] == 4
+        costs = doc["costs"]  # nothing published yet: zero totals, the price table's date
+        assert costs["total"]["results"] == 0 and costs["prices"]["as_of"]
         table = subprocess.run(
             [BATCHPIPE, "status", "--url", url],
             capture_output=True,
