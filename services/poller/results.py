@@ -59,8 +59,8 @@ class Emission:
     status: str  # the result status, or "retry"
     input_tokens: int = 0
     output_tokens: int = 0
-    oversized: str | None = None  # result_too_large / retry_too_large: the sizing rule applied
     cached_tokens: int = 0
+    oversized: str | None = None  # result_too_large / retry_too_large: the sizing rule applied
 
     @property
     def key(self) -> bytes:

@@ -147,6 +147,8 @@ def test_results_without_a_body_ref_are_serialised_as_before() -> None:
         "usage",
         "submitted_at",
         "completed_at",
+        "endpoint",
+        "api_key",
     ]
     old = {k: v for k, v in encoded.items()}  # a message written before the field existed
     assert decode(ResultMessage, orjson.dumps(old)).body_ref is None
