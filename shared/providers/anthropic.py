@@ -27,6 +27,9 @@ What differs from the Files + Batches protocol, and how batchpipe keeps its guar
 
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -67,7 +70,40 @@ log = get_logger(__name__)
 ANTHROPIC_LIMITS = Limits(max_requests=100_000, max_bytes=256 * 1000 * 1000)
 _BODY_HEAD: Final = b'{"requests":['
 _BODY_TAIL: Final = b"]}"
-_BODY_CHUNK: Final = 256 * 1024
+_BODY_CHUNK: Final = 4 * 1024 * 1024
+
+
+async def _file_lines(path: Path) -> AsyncIterator[bytes]:
+    """The non-blank lines of a JSONL file, read ``_BODY_CHUNK`` bytes at a time off the
+    loop."""
+    with path.open("rb") as f:
+        rest = b""
+        while block := await asyncio.to_thread(f.read, _BODY_CHUNK):
+            parts = (rest + block).split(b"\n")
+            rest = parts.pop()
+            for line in parts:
+                if line.strip():
+                    yield line
+        if rest.strip():
+            yield rest
+
+
+def _body_file(window: Path | None) -> tuple[bool, Path]:
+    """Whether the window's file is still here, and a new empty file for the create body
+    (beside the window's, else in the temporary directory)."""
+    local = window is not None and window.exists()
+    folder = window.parent if window is not None and window.parent.exists() else None
+    handle, name = tempfile.mkstemp(prefix="anthropic-body-", suffix=".json", dir=folder)
+    os.close(handle)
+    return local, Path(name)
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while block := await asyncio.to_thread(f.read, 256 * 1024):
+            yield block
+
+
 # HTTP status of each error type, as Anthropic's API answers it.
 ERROR_STATUS: Final[Mapping[str, int]] = {
     "invalid_request_error": 400,
@@ -199,26 +235,6 @@ class AnthropicProvider(BatchProvider):
             return str(exc)
         return None
 
-    async def _entries(self, staged: str) -> AsyncIterator[bytes]:
-        """Each staged line as its encoded entry of the create body's ``requests``."""
-        async for line in self._lines(staged):
-            yield orjson.dumps(self.inline_request(line))
-
-    async def _body(self, staged: str) -> AsyncIterator[bytes]:
-        """``{"requests":[...]}``, in chunks of about ``_BODY_CHUNK`` bytes."""
-        chunk = bytearray(_BODY_HEAD)
-        first = True
-        async for entry in self._entries(staged):
-            if not first:
-                chunk += b","
-            first = False
-            chunk += entry
-            if len(chunk) >= _BODY_CHUNK:
-                yield bytes(chunk)
-                chunk.clear()
-        chunk += _BODY_TAIL
-        yield bytes(chunk)
-
     def inline_request(self, line: bytes) -> dict[str, Any]:
         """One request line as an entry of ``requests`` (raises ``Untranslatable``)."""
         parsed = orjson.loads(line)
@@ -226,33 +242,57 @@ class AnthropicProvider(BatchProvider):
         return {"custom_id": anthropic_custom_id(parsed["custom_id"]), "params": params}
 
     async def create(self, request: CreateRequest) -> Submission:
-        """``POST /v1/messages/batches`` with the window's requests, streamed: the body is
-        written line by line from the staged lines (read twice: once to measure it, so it is
-        sent with its length and refused here, not by Anthropic, if over the limit), never
-        held whole, so memory stays bounded for a 256 MB window."""
+        """``POST /v1/messages/batches`` with the window's requests, streamed. Each line is
+        translated once, into a body file beside the window's (``_write_body``), so the
+        body is sent with its length, refused here rather than by Anthropic if over the
+        limit, and never held whole in memory (a window may be 256 MB). The lines come from
+        the window's own file when this process still has it, else from the staged topic."""
         assert request.staged is not None, "Anthropic windows are staged first"
-        staged = request.staged
-        size = len(_BODY_HEAD) + len(_BODY_TAIL)
-        count = 0
-        async for entry in self._entries(staged):
-            size += len(entry) + (1 if count else 0)
-            count += 1
-        if size > ANTHROPIC_LIMITS.max_bytes:
-            raise ValueError(
-                f"the window's request body is {size} bytes, over Anthropic's limit of "
-                f"{ANTHROPIC_LIMITS.max_bytes}: lower BATCHPIPE_BATCH_MAX_BYTES"
+        local, body = await asyncio.to_thread(_body_file, request.path)
+        lines = _file_lines(request.path) if local and request.path else self._lines(request.staged)
+        try:
+            size = await self._write_body(lines, body)
+            if size > ANTHROPIC_LIMITS.max_bytes:
+                raise ValueError(
+                    f"the window's request body is {size} bytes, over Anthropic's limit of "
+                    f"{ANTHROPIC_LIMITS.max_bytes}: lower BATCHPIPE_BATCH_MAX_BYTES"
+                )
+            batch = await self.client.with_options(max_retries=0).post(
+                "/v1/messages/batches",
+                cast_to=anthropic.types.messages.MessageBatch,
+                content=_file_chunks(body),
+                options={
+                    "headers": {"content-type": "application/json", "content-length": str(size)}
+                },
             )
-        batch = await self.client.with_options(max_retries=0).post(
-            "/v1/messages/batches",
-            cast_to=anthropic.types.messages.MessageBatch,
-            content=self._body(staged),
-            options={"headers": {"content-type": "application/json", "content-length": str(size)}},
-        )
+        finally:
+            await asyncio.to_thread(body.unlink, missing_ok=True)
         return Submission(
             batch_id=batch.id,
             input_file_id=request.staged,
             created_at=int(batch.created_at.timestamp()),
         )
+
+    async def _write_body(self, lines: AsyncIterator[bytes], path: Path) -> int:
+        """``{"requests":[...]}`` of ``lines`` into ``path``, written ``_BODY_CHUNK`` bytes
+        at a time off the loop; returns its size."""
+        size = 0
+        with path.open("wb") as f:
+            chunk = bytearray(_BODY_HEAD)
+            first = True
+            async for line in lines:
+                if not first:
+                    chunk += b","
+                first = False
+                chunk += orjson.dumps(self.inline_request(line))
+                if len(chunk) >= _BODY_CHUNK:
+                    size += len(chunk)
+                    await asyncio.to_thread(f.write, bytes(chunk))
+                    chunk.clear()
+            chunk += _BODY_TAIL
+            size += len(chunk)
+            await asyncio.to_thread(f.write, bytes(chunk))
+        return size
 
     async def find(
         self,

@@ -6,6 +6,7 @@ create answer, ``Pending`` while it runs."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -167,9 +168,15 @@ async def test_the_create_body_is_streamed_with_its_length_and_refused_here_over
         lines = [chat(f"c{i}", "x" * 3000) for i in range(200)] + [native]
         path = write_jsonl(lines, tmp_path)
         staged = await p.stage(path, "dsp_stream")
-        sent = b"".join([chunk async for chunk in p._body(staged)])
-        assert orjson.loads(sent) == {"requests": [p.inline_request(line) for line in lines]}
-        assert len([chunk async for chunk in p._body(staged)]) > 1  # chunked, not one piece
+        expected = {"requests": [p.inline_request(line) for line in lines]}
+        from_file = tmp_path / "from-file.json"
+        size = await p._write_body(module._file_lines(path), from_file)
+        assert orjson.loads(from_file.read_bytes()) == expected
+        assert size == from_file.stat().st_size
+        from_topic = tmp_path / "from-topic.json"
+        await p._write_body(p._lines(staged), from_topic)
+        assert from_topic.read_bytes() == from_file.read_bytes()
+        sent = from_file.read_bytes()
         request = CreateRequest(
             dispatch_id="dsp_stream",
             endpoint="/v1/chat/completions",
@@ -179,6 +186,9 @@ async def test_the_create_body_is_streamed_with_its_length_and_refused_here_over
             request_count=len(lines),
             tags={},
         )
+        # without the window's file (another process, after a crash): from the staged lines
+        elsewhere = await p.create(replace(request, path=None))
+        assert (await ended(p, elsewhere.batch_id)).status == "completed"
         submitted = await p.create(request)
         assert (await ended(p, submitted.batch_id)).status == "completed"
 
@@ -187,5 +197,6 @@ async def test_the_create_body_is_streamed_with_its_length_and_refused_here_over
         with pytest.raises(ValueError, match=f"{len(sent)} bytes, over Anthropic's limit"):
             await p.create(request)
         assert [b.id async for b in p.client.messages.batches.list()] == before
+        assert [f.name for f in tmp_path.iterdir() if f.name.startswith("anthropic-body-")] == []
     finally:
         await p.close()
