@@ -280,7 +280,7 @@ class Webhooks:
         consumer = make_consumer(self.settings, group_id=None, isolation_level="read_uncommitted")
         await consumer.start()
         try:
-            await self._assign(consumer)
+            await self._assign(consumer, producer)
             self._producer = producer
             self.ready.set()
             log.info("webhooks.ready", path=WEBHOOK_PATH, nudges_topic=self.topic)
@@ -303,14 +303,8 @@ class Webhooks:
                 await producer.stop()
             self._sdk.close()
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> None:
-        partitions: set[int] | None = None
-        for _ in range(100):
-            await consumer.topics()  # refreshes the metadata
-            partitions = consumer.partitions_for_topic(self.topic)
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
+    async def _assign(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        partitions = await producer.partitions_for(self.topic)  # waits for the metadata
         if not partitions:
             raise RuntimeError(f"topic {self.topic} has no partitions")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]

@@ -172,7 +172,9 @@ async def test_dropped_events_and_azure_batches_send_nothing(emulator_factory: A
         )
         emulator.set_faults(webhook_drop_rate=0.0)
         batch = await azure.batches.create(
-            input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h"
+            input_file_id=uploaded.id,
+            endpoint="/chat/completions",  # type: ignore[arg-type]
+            completion_window="24h",
         )
         for _ in range(200):
             if (await azure.batches.retrieve(batch.id)).status == "completed":
