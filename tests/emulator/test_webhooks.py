@@ -193,3 +193,46 @@ def test_a_webhook_url_needs_a_secret_in_whsec_form() -> None:
     with pytest.raises(ValueError, match="whsec_"):
         EmulatorConfig(webhook_url="http://127.0.0.1:1/hook", webhook_secret="plain")
     assert EmulatorConfig(webhook_retry_delays="0, 1,2").webhook_retry_delays == [0.0, 1.0, 2.0]
+
+
+async def test_the_cli_takes_the_webhook_options_from_its_environment() -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from openai import AsyncOpenAI
+
+    async with receiver() as got:
+        env = os.environ | {
+            "BATCHPIPE_EMULATOR_WEBHOOK_URL": got.url,
+            "BATCHPIPE_EMULATOR_WEBHOOK_SECRET": SECRET,
+            "BATCHPIPE_EMULATOR_PROCESSING_SECONDS": "0.2",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchpipe.devtools.emulator", "--port", "0"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = await asyncio.to_thread(proc.stdout.readline)
+            match = re.search(r"OPENAI_BASE_URL=(http://\S+/v1)", line)
+            assert match, line
+            hooks = await asyncio.to_thread(proc.stdout.readline)
+            assert got.url in hooks and SECRET not in hooks  # a given secret is not printed
+            c = AsyncOpenAI(base_url=match.group(1), api_key="sk-cli")
+            uploaded = await c.files.create(
+                file=("in.jsonl", io.BytesIO(chat_file(2))), purpose="batch"
+            )
+            batch = await c.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            await until(lambda: len(got.deliveries) == 1, timeout=20)
+            assert got.deliveries[0][1].data.id == batch.id
+            await c.close()
+        finally:
+            proc.kill()
+            proc.wait()
