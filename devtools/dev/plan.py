@@ -29,7 +29,7 @@ EMULATOR_PROCESSING_SECONDS: Final = 2.0
 EMULATOR_API_KEY: Final = "sk-batchpipe-dev-emulator"  # a dummy: the emulator checks none
 # The emulator signs its batch webhooks with this and the poller verifies them with it (a
 # fixed local secret, like the key above: base64 of "batchpipe-dev-emulator-webhooks!").
-EMULATOR_WEBHOOK_SECRET: Final = "whsec_YmF0Y2hwaXBlLWRldi1lbXVsYXRvci13ZWJob29rcyE="
+EMULATOR_WEBHOOK_SECRET: Final = "whsec_YmF0Y2hwaXBlLWRldi1lbXVsYXRvci13ZWJob29rcyE="  # noqa: S105
 WEBHOOK_PATH: Final = "/webhooks/openai"
 SERVICE_COMMANDS: Final = ("emulator", "ingest", "dispatcher", "poller")
 # The providers' own settings that emulator mode replaces (the emulator serves them all): a

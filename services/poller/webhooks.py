@@ -35,7 +35,10 @@ secret is never logged nor exported (``Settings`` keeps it a ``SecretStr``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -264,6 +267,29 @@ class Webhooks:
             PRODUCE_TIMEOUT_SECONDS,
         )
 
+    def warm_up(self) -> None:
+        """Verify one self-signed event: the SDK builds its event types on the first
+        ``unwrap`` (about 0.3 s of CPU), which would otherwise stall the event loop when the
+        first real events arrive, typically several at once."""
+        secret = self.settings.openai_webhook_secret
+        assert secret is not None
+        raw = secret.get_secret_value()
+        key = (
+            base64.b64decode(raw.removeprefix("whsec_"))
+            if raw.startswith("whsec_")
+            else raw.encode()
+        )
+        body = b'{"id":"evt_warm_up","object":"event","created_at":0,"type":"batch.completed",'
+        body += b'"data":{"id":"batch_warm_up"}}'
+        at = str(int(time.time()))
+        mac = hmac.new(key, b"wh_warm_up." + at.encode() + b"." + body, hashlib.sha256)
+        headers = {
+            "webhook-id": "wh_warm_up",
+            "webhook-timestamp": at,
+            "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
+        }
+        self._sdk.webhooks.unwrap(body, headers)
+
     # --- nudges ---------------------------------------------------------------------------
     def apply(self, nudge: NudgeRecord) -> str:
         """One nudge read from the topic; its effect (a metrics label)."""
@@ -281,6 +307,7 @@ class Webhooks:
         await consumer.start()
         try:
             await self._assign(consumer, producer)
+            self.warm_up()
             self._producer = producer
             self.ready.set()
             log.info("webhooks.ready", path=WEBHOOK_PATH, nudges_topic=self.topic)

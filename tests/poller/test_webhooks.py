@@ -174,6 +174,12 @@ async def test_nudges_from_the_topic_hurry_or_are_remembered_and_teach_the_seen_
     assert (await hooks.receive(body, signed_headers(SECRET, "wh_1", body)))[0] == 409
 
 
+def test_warm_up_verifies_a_self_signed_event_and_marks_nothing() -> None:
+    hooks, hurry = webhooks()
+    hooks.warm_up()  # raises if the SDK refused it
+    assert hurry.calls == [] and len(hooks.seen) == 0 and len(hooks.recent) == 0
+
+
 def test_expiring_memory_forgets_after_its_ttl_and_beyond_its_size() -> None:
     clock = [1000.0]
     memory = Expiring(10.0, max_entries=3, clock=lambda: clock[0])
