@@ -9,8 +9,8 @@ start-up access check (``shared.kafka_access``) cannot disagree.
 - ``dispatcher`` reads ``requests`` in its consumer group (the Faust app id), writes
   ``batches`` and ``dead-letters``, and reads and writes its dispatch ledger.
 - ``poller`` reads ``batches`` in its group, writes ``results`` and ``requests``
-  (resubmissions), reads and writes its state topic, and owns the transactional ids
-  ``batchpipe-poller.<batches topic>.*``.
+  (resubmissions), reads and writes its state topic and the webhook nudges, and owns the
+  transactional ids ``batchpipe-poller.<batches topic>.*``.
 - ``reader`` (results consumers such as ``batchpipe results``) reads ``results`` in groups
   named ``batchpipe-results*``.
 
@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import batch_inputs_topic, ledger_topic, topic_names
+from batchpipe.shared.topics import (
+    batch_inputs_topic,
+    batch_nudges_topic,
+    ledger_topic,
+    topic_names,
+)
 
 ResourceType = Literal["topic", "group", "transactional-id", "cluster"]
 Operation = Literal["Read", "Write", "Describe", "IdempotentWrite"]
@@ -101,6 +106,9 @@ def service_acls(settings: Settings, principal: str) -> list[Acl]:
             *_topic(principal, s.poller_state_topic, "Read", "Write"),
             # the original lines of Anthropic batches (retries, custom_ids given back)
             *_topic(principal, batch_inputs_topic(s), "Read"),
+            # webhook nudges: written by the instance an event reaches, read by every instance
+            # (assigned partitions, no consumer group)
+            *_topic(principal, batch_nudges_topic(s), "Read", "Write"),
             Acl(principal, "group", poller_group(s), "Read"),
             Acl(principal, "group", poller_group(s), "Describe"),
             Acl(principal, "transactional-id", prefix, "Write", "prefixed"),

@@ -2,13 +2,15 @@
 
 Every service builds its clients from a ``Settings`` instance; nothing else reads the
 environment. Each provider SDK's own variables (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
-``AZURE_OPENAI_API_KEY``, ``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``) are read under
+``AZURE_OPENAI_API_KEY``, ``AZURE_OPENAI_ENDPOINT``, ``OPENAI_API_VERSION``,
+``OPENAI_WEBHOOK_SECRET``) are read under
 their own names, exactly as the SDK reads them. ``load_settings()`` turns a validation error
 into a ``SettingsError`` whose message names the environment variable at fault.
 """
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -395,6 +397,16 @@ class Settings(BaseSettings):
         "BATCHPIPE_DISPATCHER_GROUP_INSTANCE_ID, for the poller's group).",
     )
 
+    # --- Webhooks (poller) ----------------------------------------------------------------
+    openai_webhook_secret: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("OPENAI_WEBHOOK_SECRET"),
+        description="OPENAI_WEBHOOK_SECRET (whsec_...), as the openai SDK reads it: the signing "
+        "secret of the project's webhook endpoint. When set, the poller serves POST "
+        "/webhooks/openai and retrieves a batch as soon as its batch.* event arrives; polling "
+        "(BATCHPIPE_POLL_INTERVAL_SECONDS, e.g. 300) stays as the safety net.",
+    )
+
     @field_validator("default_request_kwargs", mode="before")
     @classmethod
     def _parse_kwargs(cls, value: object) -> object:
@@ -431,6 +443,23 @@ class Settings(BaseSettings):
             return tuple(k.strip() for k in value.split(",") if k.strip())
         return value
 
+    @field_validator("openai_webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw.startswith("whsec_"):
+            try:
+                decoded = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+            if not decoded:
+                raise ValueError("a whsec_ secret must not be empty after the prefix")
+        elif not raw:
+            raise ValueError("must not be empty")
+        return value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -461,7 +490,9 @@ def load_settings(**overrides: Any) -> Settings:
             name = env_var_name(str(loc)) if str(loc) in Settings.model_fields else str(loc)
             given = err.get("input")
             shown = (
-                "" if "password" in name.lower() or "key" in name.lower() else f" (got {given!r})"
+                ""
+                if any(word in name.lower() for word in ("password", "key", "secret"))
+                else f" (got {given!r})"
             )
             problems.append(f"{name}: {err['msg']}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None

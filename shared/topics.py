@@ -1,6 +1,6 @@
 """Every Kafka topic batchpipe uses, with the settings it is created with: the one registry.
 
-``topic_specs`` lists all seven topics in pipeline order. ``ensure_topics`` (``shared.kafka``)
+``topic_specs`` lists all eight topics in pipeline order. ``ensure_topics`` (``shared.kafka``)
 creates them from here, the services ensure the topics they own from here, and
 ``batchpipe topics`` creates and lists them from here, so a topic has the same partitions and
 configs whoever created it first.
@@ -19,6 +19,9 @@ configs whoever created it first.
   partition of its own.
 - the batch inputs (``shared.providers.input_store``): the original lines of batches whose
   provider keeps no input file (Anthropic), kept 31 days.
+- the batch nudges (``services.poller.webhooks``): one small record per verified webhook
+  event, keyed by the batch id, read by every poller (whichever instance owns the batch
+  retrieves it at once), kept a day.
 
 Every topic is created with ``BATCHPIPE_TOPIC_REPLICATION_FACTOR`` replicas and, when
 ``BATCHPIPE_TOPIC_MIN_INSYNC_REPLICAS`` is set, that ``min.insync.replicas`` (3 and 2 on a
@@ -106,6 +109,25 @@ def batch_inputs_spec(settings: Settings) -> TopicSpec:
     )
 
 
+# How long a webhook nudge is kept: it matters for minutes (a poller that (re)starts reads the
+# recent ones back); a day leaves room for a long outage of the pollers.
+BATCH_NUDGES_RETENTION_MS: Final = 24 * 3600 * 1000
+
+
+def batch_nudges_topic(settings: Settings) -> str:
+    """Where a poller that received a batch's webhook tells the batch's owner to retrieve it
+    now (``services/poller/webhooks.py``)."""
+    return f"{settings.batches_topic}.nudges"
+
+
+def batch_nudges_spec(settings: Settings) -> TopicSpec:
+    """As many partitions as ``batches`` by default (keyed by the batch id as ``batches`` is);
+    ensured by the poller when its webhook endpoint is on."""
+    return _spec(
+        settings, batch_nudges_topic(settings), {"retention.ms": str(BATCH_NUDGES_RETENTION_MS)}
+    )
+
+
 def poller_state_spec(settings: Settings) -> TopicSpec:
     return _spec(settings, settings.poller_state_topic, COMPACT)
 
@@ -125,6 +147,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         ),
         _spec(settings, settings.dead_letters_topic, big),
         batch_inputs_spec(settings),
+        batch_nudges_spec(settings),
     ]
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 from batchpipe.services.poller.publisher import group_id, transactional_id
 from batchpipe.shared.acls import all_acls, poller_group, poller_transactional_prefix, service_acls
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import batch_inputs_topic, ledger_topic, topic_names
+from batchpipe.shared.topics import (
+    batch_inputs_topic,
+    batch_nudges_topic,
+    ledger_topic,
+    topic_names,
+)
 
 
 def rights(settings: Settings, principal: str) -> set[tuple[str, str, str]]:
@@ -44,7 +49,9 @@ def test_least_privilege_per_service() -> None:
         "rs",
         "rq",
         s.poller_state_topic,
+        batch_nudges_topic(s),  # webhook nudges, read back by every poller
     }
+    assert ("topic", batch_nudges_topic(s), "Read") in poller
     assert ("transactional-id", "batchpipe-poller.bt.", "Write") in poller
     # Every service sees (Describe) every topic, so its start-up ensure_topics creates none.
     for principal in ("ingest", "dispatcher", "poller"):

@@ -36,6 +36,7 @@ def test_defaults_match_the_issue_and_the_seed_sample() -> None:
         "results",
         "dead-letters",
         "requests.batch-inputs",
+        "batches.nudges",
     ]
     assert s.topic_partitions == 6
     assert s.batch_max_requests is None  # each provider's own limit

@@ -61,7 +61,7 @@ def expected(specs: list[TopicSpec]) -> dict[str, Described]:
     return {spec.name: Described(spec.partitions, dict(spec.config)) for spec in specs}
 
 
-def test_the_registry_lists_all_seven_topics_with_their_settings() -> None:
+def test_the_registry_lists_all_eight_topics_with_their_settings() -> None:
     s = Settings(
         requests_topic="rq",
         batches_topic="bt",
@@ -85,6 +85,7 @@ def test_the_registry_lists_all_seven_topics_with_their_settings() -> None:
         TopicSpec("rs", 4, 3, {"max.message.bytes": str(1024 * 1024)}),
         TopicSpec("dl", 4, 3, big),
         TopicSpec("rq.batch-inputs", 4, 3, {"retention.ms": str(31 * 24 * 3600 * 1000), **big}),
+        TopicSpec("bt.nudges", 4, 3, {"retention.ms": str(24 * 3600 * 1000)}),
     ]
     assert dispatcher_ledger_spec(s) in topic_specs(s)
     small = s.model_copy(update={"results_max_message_bytes": 65536})
@@ -110,7 +111,7 @@ def test_topics_command_creates_every_topic_with_its_configs(
     }.items():
         monkeypatch.setenv(name, value)
     specs = topic_specs(settings)
-    assert len(specs) == 7
+    assert len(specs) == 8
 
     first = CliRunner().invoke(app, ["topics"])
     assert first.exit_code == 0, first.output
@@ -124,7 +125,7 @@ def test_topics_command_creates_every_topic_with_its_configs(
     assert second.exit_code == 0, second.output
     assert [line.split(": ")[1].split(" ")[0] for line in second.stdout.splitlines()] == [
         "exists"
-    ] * 7
+    ] * 8
 
 
 async def test_ensure_topics_creates_the_whole_registry(kafka_bootstrap: str) -> None:

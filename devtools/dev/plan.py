@@ -27,6 +27,10 @@ DEMO_DEFAULTS: Final[Mapping[str, str]] = {
 }
 EMULATOR_PROCESSING_SECONDS: Final = 2.0
 EMULATOR_API_KEY: Final = "sk-batchpipe-dev-emulator"  # a dummy: the emulator checks none
+# The emulator signs its batch webhooks with this and the poller verifies them with it (a
+# fixed local secret, like the key above: base64 of "batchpipe-dev-emulator-webhooks!").
+EMULATOR_WEBHOOK_SECRET: Final = "whsec_YmF0Y2hwaXBlLWRldi1lbXVsYXRvci13ZWJob29rcyE="  # noqa: S105
+WEBHOOK_PATH: Final = "/webhooks/openai"
 SERVICE_COMMANDS: Final = ("emulator", "ingest", "dispatcher", "poller")
 # The providers' own settings that emulator mode replaces (the emulator serves them all): a
 # real endpoint, key or token in the caller's environment never reaches the services.
@@ -39,6 +43,7 @@ PROVIDER_SETTINGS: Final = (
     "ANTHROPIC_BASE_URL",
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
+    "OPENAI_WEBHOOK_SECRET",
 )
 
 
@@ -140,6 +145,9 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
         settings["OPENAI_API_VERSION"] = environ.get("OPENAI_API_VERSION", AZURE_API_VERSION)
         settings["ANTHROPIC_BASE_URL"] = emulator_root
         settings["ANTHROPIC_API_KEY"] = EMULATOR_API_KEY
+        # the emulator's batch webhooks reach the poller at once; polling stays the safety net
+        settings["OPENAI_WEBHOOK_SECRET"] = EMULATOR_WEBHOOK_SECRET
+        settings["BATCHPIPE_EMULATOR_WEBHOOK_SECRET"] = EMULATOR_WEBHOOK_SECRET
 
     replaced = PROVIDER_SETTINGS if options.openai == "emulator" else ("OPENAI_BASE_URL",)
     child_env = {k: v for k, v in environ.items() if k not in replaced}
@@ -187,6 +195,8 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
                     str(data_dir / "emulator" / "data"),
                     "--processing-seconds",
                     f"{EMULATOR_PROCESSING_SECONDS:g}",
+                    "--webhook-url",
+                    f"http://127.0.0.1:{options.poller_port}{WEBHOOK_PATH}",
                 ),
                 port=options.emulator_port,
             )
@@ -212,6 +222,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
         urls["azure openai emulator"] = f"{emulator_root} (AZURE_OPENAI_ENDPOINT)"
         urls["anthropic emulator"] = f"{emulator_root} (ANTHROPIC_BASE_URL)"
         urls["emulator stats"] = f"http://127.0.0.1:{options.emulator_port}/_emulator/stats"
+        urls["poller webhooks"] = f"http://127.0.0.1:{options.poller_port}{WEBHOOK_PATH}"
     else:
         urls["openai"] = settings.get("OPENAI_BASE_URL", "https://api.openai.com/v1 (SDK default)")
     shown = {k: _mask(k, v) for k, v in sorted(settings.items())}

@@ -33,6 +33,7 @@ from batchpipe.devtools.emulator.routes_batches import batches_router
 from batchpipe.devtools.emulator.routes_files import files_router
 from batchpipe.devtools.emulator.store import Store
 from batchpipe.devtools.emulator.web import Emulator, emulator_of, json_response
+from batchpipe.devtools.emulator.webhooks import WebhookSender
 from batchpipe.shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -66,6 +67,8 @@ def create_app(config: EmulatorConfig) -> FastAPI:
         store = Store(data_dir / "emulator.sqlite3")
         await store.open()
         lifecycle = Lifecycle(store, storage, config, seed)
+        webhooks = WebhookSender(config, seed)
+        lifecycle.on_ended = webhooks.batch_ended
         app.state.emulator = Emulator(
             config=config,
             data_dir=data_dir,
@@ -74,6 +77,7 @@ def create_app(config: EmulatorConfig) -> FastAPI:
             storage=storage,
             lifecycle=lifecycle,
             faults=FaultInjector(config, seed),
+            webhooks=webhooks,
         )
         await lifecycle.start()
         log.info("emulator.started", data_dir=str(data_dir), seed=seed)
@@ -81,6 +85,7 @@ def create_app(config: EmulatorConfig) -> FastAPI:
             yield
         finally:
             await lifecycle.stop()
+            await webhooks.close()
             await store.close()
 
     app = FastAPI(

@@ -104,6 +104,33 @@ def emulator(
             "ANTHROPIC_ERROR_TYPES",
         ),
     ] = "api_error",
+    webhook_url: Annotated[
+        str | None,
+        _opt(
+            "Send OpenAI's signed batch.* events here when an OpenAI batch ends, e.g. "
+            "http://127.0.0.1:8001/webhooks/openai (default: none).",
+            "WEBHOOK_URL",
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        _opt(
+            "The whsec_ secret the events are signed with (the receiver's "
+            "OPENAI_WEBHOOK_SECRET); default with --webhook-url: a new one, printed.",
+            "WEBHOOK_SECRET",
+        ),
+    ] = None,
+    webhook_retry_delays: Annotated[
+        str,
+        _opt(
+            "Seconds before each delivery attempt (comma list; default: Standard Webhooks' "
+            "0,5,300,1800,7200,18000,36000,36000).",
+            "WEBHOOK_RETRY_DELAYS",
+        ),
+    ] = "0,5,300,1800,7200,18000,36000,36000",
+    webhook_drop_rate: Annotated[
+        float, _opt("Share of webhook events never sent.", "WEBHOOK_DROP_RATE")
+    ] = 0.0,
     azure_deployments: Annotated[
         str | None,
         _opt(
@@ -117,8 +144,12 @@ def emulator(
     from batchpipe.devtools.emulator.config import EmulatorConfig
     from batchpipe.devtools.emulator.flavours import AZURE_API_VERSION
     from batchpipe.devtools.emulator.runner import bind_socket, make_server
+    from batchpipe.devtools.emulator.webhooks import new_secret
     from batchpipe.shared.logs import configure_logging
 
+    generated = webhook_url is not None and webhook_secret is None
+    if generated:
+        webhook_secret = new_secret()
     try:
         config = EmulatorConfig(
             host=host,
@@ -144,6 +175,10 @@ def emulator(
             anthropic_error_rate=anthropic_error_rate,
             anthropic_error_types=anthropic_error_types,  # (a comma list, split likewise)
             azure_deployments=azure_deployments,  # (a comma list: the validator splits it)
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            webhook_retry_delays=webhook_retry_delays,  # (a comma list, split likewise)
+            webhook_drop_rate=webhook_drop_rate,
         )
     except ValueError as exc:
         typer.secho(f"batchpipe emulator: {exc}", err=True, fg=typer.colors.RED)
@@ -158,6 +193,9 @@ def emulator(
         f"OPENAI_API_VERSION={AZURE_API_VERSION} ANTHROPIC_BASE_URL={root}",
         err=False,
     )
+    if config.webhook_url is not None:
+        shown_secret = f" OPENAI_WEBHOOK_SECRET={config.webhook_secret}" if generated else ""
+        typer.echo(f"Webhooks: batch events to {config.webhook_url}{shown_secret}")
     server = make_server(config)
     try:
         server.run(sockets=[sock])

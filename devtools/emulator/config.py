@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_BATCH_LINES = 50_000
 AZURE_MAX_BATCH_LINES = 100_000
@@ -50,7 +50,11 @@ FAULT_FIELDS = (
     "completion_window_seconds",
     "anthropic_error_rate",
     "anthropic_error_types",
+    "webhook_drop_rate",
 )
+
+# Standard Webhooks' retry schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+WEBHOOK_RETRY_DELAYS = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
 
 
 class EmulatorConfig(BaseModel):
@@ -118,6 +122,52 @@ class EmulatorConfig(BaseModel):
         default_factory=lambda: ["api_error"],
         description="the error type(s) of those lines, one drawn per line",
     )
+
+    webhook_url: str | None = Field(
+        default=None,
+        description="send OpenAI's signed batch.* events here when an OpenAI batch ends "
+        "(e.g. http://127.0.0.1:8001/webhooks/openai; None: no webhooks)",
+    )
+    webhook_secret: str | None = Field(
+        default=None,
+        description="the whsec_ secret the events are signed with (OPENAI_WEBHOOK_SECRET of the "
+        "receiver)",
+    )
+    webhook_retry_delays: list[float] = Field(
+        default_factory=lambda: list(WEBHOOK_RETRY_DELAYS),
+        description="seconds before each delivery attempt (the first is the first attempt)",
+    )
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_drop_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of events never sent (lost webhooks)"
+    )
+
+    @field_validator("webhook_retry_delays", mode="before")
+    @classmethod
+    def _delay_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [float(part) for part in value.replace(",", " ").split()]
+        return value
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _delays_allowed(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("webhook_retry_delays must be one or more delays >= 0")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_format(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("whsec_"):
+            raise ValueError("webhook_secret must be a whsec_ secret (base64 after the prefix)")
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_signed(self) -> EmulatorConfig:
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("webhook_url needs webhook_secret (events are always signed)")
+        return self
 
     @field_validator("anthropic_error_types", mode="before")
     @classmethod

@@ -87,6 +87,9 @@ class Lifecycle:
         self._task: asyncio.Task[None] | None = None
         self.anthropic = AnthropicSteps(self)
         self._pool: ProcessPoolExecutor | None = None
+        # called with (batch id, status, flavour) when a batch ends (the webhook sender)
+        self.on_ended: Callable[[str, str, str], None] | None = None
+        self.ended_at: dict[str, float] = {}  # batch id -> when it ended (this run)
 
     # control -----------------------------------------------------------------------------
 
@@ -201,7 +204,10 @@ class Lifecycle:
         if status in TERMINAL_STATUSES or status == "ended":
             self._active.pop(obj["id"], None)
             self.storage.unpin(obj["id"])
+            self.ended_at[obj["id"]] = time.time()
             log.info("emulator.batch_ended", batch_id=obj["id"], status=status)
+            if self.on_ended is not None:
+                self.on_ended(obj["id"], str(status), _flavour_name(internal))
         else:
             self._active[obj["id"]] = (obj, internal)
 
@@ -409,6 +415,11 @@ class Lifecycle:
 def _is_anthropic(internal: Json) -> bool:
     """Whether a batch is an Anthropic Message Batch (its steps are ``AnthropicSteps``')."""
     return internal.get("flavour") == "anthropic"
+
+
+def _flavour_name(internal: Json) -> str:
+    """The API a batch belongs to: openai, azure or anthropic."""
+    return "anthropic" if _is_anthropic(internal) else _flavour(internal).name
 
 
 def _flavour(internal: Json) -> Flavour:

@@ -1,5 +1,7 @@
-"""``/_emulator/*``: the emulator's own routes (stats, runtime faults, health), shared by every
-provider's API and never authenticated (they exist only in the emulator)."""
+"""``/_emulator/*``: the emulator's own routes (stats, runtime faults, health, when a batch
+ended), shared by every provider's API and never authenticated (they exist only in the
+emulator). ``stats`` also counts the API calls of this run (``calls``, e.g.
+``openai.batches.retrieve``) and the webhook deliveries (``webhooks``)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,15 @@ def emulator_router() -> APIRouter:
         result = await emulator.store.stats()
         result["faults_injected"] = dict(emulator.faults.counts)
         result["active_batches"] = emulator.lifecycle.active_count
+        result["calls"] = dict(sorted(emulator.calls.items()))
+        result["webhooks"] = emulator.webhooks.stats()
         return json_response(result)
+
+    @router.get("/batches/{batch_id}/ended")
+    async def ended(request: Request, batch_id: str) -> Response:
+        """When the batch ended, to the microsecond (this run of the emulator only)."""
+        at = emulator_of(request).lifecycle.ended_at.get(batch_id)
+        return json_response({"batch_id": batch_id, "ended_at": at})
 
     @router.get("/faults")
     async def get_faults(request: Request) -> Response:

@@ -189,6 +189,7 @@ def anthropic_router() -> APIRouter:
     @router.get("/{batch_id}")
     async def retrieve(request: Request, batch_id: str) -> Response:
         emulator = emulator_of(request)
+        emulator.calls["anthropic.batches.retrieve"] += 1
         emulator.faults.check_retrieve()
         obj, _ = await _record(emulator, batch_id)
         return json_response(present(obj, _root(request)))

@@ -152,6 +152,7 @@ def batches_router(flavour: Flavour) -> APIRouter:
     @router.get("/batches/{batch_id}")
     async def retrieve_batch(request: Request, batch_id: str) -> Response:
         emulator = emulator_of(request)
+        emulator.calls[f"{provider}.batches.retrieve"] += 1
         emulator.faults.check_retrieve()
         record = await emulator.store.get_batch(batch_id, provider)
         if record is None:

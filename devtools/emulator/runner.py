@@ -5,7 +5,7 @@ uvicorn in its own thread and event loop, and yields a ``RunningEmulator``: a ``
 OpenAI's base URL (``http://host:port/v1``) that also carries ``.base_url``, ``.root_url``,
 ``.azure_endpoint`` and ``.api_version`` (for ``openai.AzureOpenAI``), ``.anthropic_base_url``
 (the root, for ``anthropic.Anthropic(base_url=...)``), ``.api_key``,
-``.data_dir``, ``.stats()`` and ``.set_faults(**kw)``.
+``.data_dir``, ``.stats()``, ``.ended_at(batch_id)`` and ``.set_faults(**kw)``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,13 @@ class RunningEmulator(str):
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+    def ended_at(self, batch_id: str) -> float | None:
+        """``GET /_emulator/batches/{id}/ended``: when the batch ended (None: not yet)."""
+        response = self._http.get(f"/_emulator/batches/{batch_id}/ended")
+        response.raise_for_status()
+        at = response.json()["ended_at"]
+        return None if at is None else float(at)
 
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         """``POST /_emulator/faults``; returns the fault config now in force."""

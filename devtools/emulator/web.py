@@ -3,7 +3,8 @@ request), JSON in and out, and the parsing of list parameters."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from batchpipe.devtools.emulator.faults import FaultInjector
 from batchpipe.devtools.emulator.files import FileStorage
 from batchpipe.devtools.emulator.lifecycle import Lifecycle
 from batchpipe.devtools.emulator.store import Store
+from batchpipe.devtools.emulator.webhooks import WebhookSender
 
 Json = dict[str, Any]
 
@@ -31,6 +33,9 @@ class Emulator:
     storage: FileStorage
     lifecycle: Lifecycle
     faults: FaultInjector
+    webhooks: WebhookSender
+    # API calls counted in memory, e.g. "openai.batches.retrieve" (this run only)
+    calls: Counter[str] = field(default_factory=Counter)
 
 
 def emulator_of(request: Request) -> Emulator:

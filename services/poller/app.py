@@ -10,9 +10,10 @@ The wiring of the step modules, plus reading ``batches`` records:
   dead-lettered;
 - ``Follower`` retrieves batches at the allowed pace and, when one is finished, this module
   streams its emissions (``results.py``) through the partition's publisher;
-- ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``;
-  what the published results cost is counted by ``costs.PollerCosts`` (``/status``'s
-  ``costs``).
+- ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``,
+  and ``POST /webhooks/openai`` when ``OPENAI_WEBHOOK_SECRET`` is set (``webhooks.py``: a
+  batch's end event makes its owner retrieve it at once); what the published results cost is
+  counted by ``costs.PollerCosts`` (``/status``'s ``costs``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from batchpipe.services.poller.results import Emission, emissions
 from batchpipe.services.poller.schedule import PollSchedule, RetrievePacer, TokenBucket
 from batchpipe.services.poller.sizing import MessageLimits
 from batchpipe.services.poller.status import PollerMetrics, status_snapshot
+from batchpipe.services.poller.webhooks import Webhooks
 from batchpipe.shared.contracts import BatchRecord, DeadLetter, decode, encode, now_unix
 from batchpipe.shared.costs import prices_of
 from batchpipe.shared.kafka import (
@@ -45,7 +47,7 @@ from batchpipe.shared.ops_http import json_response, ops_router
 from batchpipe.shared.providers.base import BatchOutcome
 from batchpipe.shared.providers.registry import Providers, make_providers
 from batchpipe.shared.settings import Settings
-from batchpipe.shared.topics import poller_state_spec
+from batchpipe.shared.topics import batch_nudges_spec, poller_state_spec
 
 log = get_logger(__name__)
 
@@ -82,6 +84,11 @@ class Poller:
         )
         self.metrics = PollerMetrics(lambda: list(self.follower.tracked.values()))
         self.costs = PollerCosts(self.metrics.registry, prices_of(settings))
+        self.webhooks = (
+            None
+            if settings.openai_webhook_secret is None
+            else Webhooks(settings, self.follower.hurry, self.metrics.registry)
+        )
         self.stopping = asyncio.Event()
         self.ready = False
         self.assigned = False  # a first partition assignment (possibly empty) went through
@@ -158,6 +165,8 @@ class Poller:
                         Tracked(record=record, partition=tp.partition, offset=msg.offset),
                         delay=0.0 if resumed else None,
                     )
+                    if self.webhooks is not None:
+                        self.webhooks.following(batch_id)
                 if dead or skipped:
                     await publisher.commit_skipped(dead)
 
@@ -197,10 +206,17 @@ class Poller:
         async def started() -> bool:
             return self.ready and self.assigned
 
+        checks = {"kafka": kafka_ready, "consumer": started}
         app = FastAPI(title="batchpipe poller", docs_url=None, redoc_url=None, openapi_url=None)
-        app.include_router(
-            ops_router({"kafka": kafka_ready, "consumer": started}, self.metrics.registry)
-        )
+        if self.webhooks is not None:
+            webhooks = self.webhooks
+
+            async def nudges_ready() -> bool:
+                return webhooks.ready.is_set()
+
+            checks["webhooks"] = nudges_ready
+            app.include_router(webhooks.router())
+        app.include_router(ops_router(checks, self.metrics.registry))
 
         @app.get("/status", summary="In-flight batches and totals")
         async def status() -> Response:
@@ -215,7 +231,10 @@ class Poller:
         """Run until ``stopping`` is set; then stop cleanly (open transactions are aborted,
         progress already committed is kept)."""
         settings = self.settings
-        await ensure_topics(settings, [poller_state_spec(settings)])
+        own = [poller_state_spec(settings)]
+        if self.webhooks is not None:
+            own.append(batch_nudges_spec(settings))
+        await ensure_topics(settings, own)
         self._state_partitions = await self._partition_count(settings.poller_state_topic)
         consumer = make_consumer(
             settings,
@@ -230,18 +249,19 @@ class Poller:
         follow = asyncio.create_task(self.follower.run(), name="poller-follow")
         consume = asyncio.create_task(self._consume(consumer), name="poller-consume")
         stop = asyncio.create_task(self.stopping.wait(), name="poller-stop")
+        tasks = {follow, consume, stop}
+        if self.webhooks is not None:
+            tasks.add(asyncio.create_task(self.webhooks.run(), name="poller-webhooks"))
         try:
-            done, _ = await asyncio.wait(
-                {follow, consume, stop}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stop and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
             self.ready = False
-            for task in (follow, consume, stop):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(follow, consume, stop, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await consumer.stop()
             for partition in list(self.publishers):
                 await self.publishers.pop(partition).stop()

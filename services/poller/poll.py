@@ -31,6 +31,9 @@ log = get_logger(__name__)
 # Delay before a batch whose retrieve or publication failed is tried again (seconds, capped by
 # the poll interval).
 ERROR_BACKOFF_SECONDS = 2.0
+# After a webhook said a batch ended (``hurry``), retrieves that still show it running are
+# tried again this many times after ERROR_BACKOFF_SECONDS instead of a whole interval.
+HURRY_RETRIES = 3
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Follower:
         self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hurried: dict[str, int] = {}  # batch id -> quick retrieves left (``hurry``)
 
     def follow(self, tracked: Tracked, *, delay: float | None = None) -> None:
         """Start following a batch (first retrieve after ``delay``, default: jittered)."""
@@ -87,7 +91,33 @@ class Follower:
 
     def forget(self, batch_id: str) -> None:
         self.tracked.pop(batch_id, None)
+        self._hurried.pop(batch_id, None)
         self.pacer.schedule.remove(batch_id)
+
+    def hurry(self, batch_id: str) -> bool:
+        """The provider said the batch ended (a webhook): retrieve it as soon as the rate cap
+        allows instead of at its next poll. A retrieve already running, or one that still
+        shows the batch running (the provider's read lagging its event), is followed by up to
+        ``HURRY_RETRIES`` quick ones. False when this instance does not follow the batch.
+
+        A batch being published, or being retrieved, is not put back in the schedule: it is
+        never retrieved twice at once."""
+        tracked = self.tracked.get(batch_id)
+        if tracked is None:
+            return False
+        self._hurried[batch_id] = HURRY_RETRIES
+        if not tracked.publishing and batch_id in self.pacer.schedule:
+            self.pacer.schedule.add(batch_id, delay=0.0)
+            self._wake.set()
+        return True
+
+    def _next_delay(self, batch_id: str) -> float | None:
+        """The delay before the next retrieve of a batch still running (None: an interval)."""
+        left = self._hurried.get(batch_id, 0)
+        if left <= 0:
+            return None
+        self._hurried[batch_id] = left - 1
+        return min(ERROR_BACKOFF_SECONDS, self.pacer.schedule.interval)
 
     def forget_partition(self, partition: int) -> list[str]:
         gone = [b for b, t in self.tracked.items() if t.partition == partition]
@@ -153,7 +183,7 @@ class Follower:
                 tracked.request_counts = dict(progress.counts)
             outcome = progress.outcome
             if outcome is None:
-                self._again(batch_id)
+                self._again(batch_id, self._next_delay(batch_id))
                 return
         finally:
             self._slots.release()
