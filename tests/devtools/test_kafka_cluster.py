@@ -101,6 +101,9 @@ def test_kafka_brokers_3_survives_one_broker_killed(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None and proc.stderr is not None
         lines = [proc.stdout.readline().strip() for _ in range(3)]
+        if not all(lines):  # it exited: say why
+            proc.wait(30)
+            pytest.fail(f"batchpipe kafka exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
         env = exports(lines)
         assert len(env["BATCHPIPE_KAFKA_BOOTSTRAP_SERVERS"].split(",")) == 3
         assert (data / "client.env").read_text().splitlines() == lines
