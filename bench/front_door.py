@@ -110,18 +110,19 @@ async def slow_client(port: int, until: float, phase: Phase, *, body: bool) -> N
             start = HEAD_END if body else 0
             if body:
                 writer.write(REQUEST[:HEAD_END])
+            answer = asyncio.create_task(read_status(reader))
             for byte in REQUEST[start:]:
-                if reader.at_eof() or len(reader._buffer) > 0:
-                    break
-                if time.monotonic() >= until:
+                if answer.done() or time.monotonic() >= until:
                     break
                 writer.write(bytes([byte]))
                 await writer.drain()
                 await asyncio.sleep(0.5)
-            if time.monotonic() < until:
-                status = await asyncio.wait_for(read_status(reader), 30)
+            if time.monotonic() < until or answer.done():
+                status = await asyncio.wait_for(answer, 30)
                 phase.slow[f"{'body' if body else 'headers'}:{status}"] += 1
                 phase.slow_held.append(time.monotonic() - started)
+            else:
+                answer.cancel()
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             phase.slow[f"{'body' if body else 'headers'}:{type(exc).__name__}"] += 1
         finally:
