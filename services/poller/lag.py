@@ -8,12 +8,14 @@ begin. These are requests not yet in a batch the dispatcher handed over: it comm
 request's offset once its batch's record is on ``batches``, so the requests of a batch being
 built or uploaded are counted too.
 
-Why it is safe: the reads (the topic's partitions and the group's offsets through an admin client,
-the log start and end offsets through a group-less consumer) run in a background task, at most once every ``min_interval`` seconds and
-only while someone asks for the status, each bounded by ``timeout``. ``snapshot()`` never
-waits for the broker: it returns the last value and starts a refresh when that value is
-stale. Invariant: any failure (the group's offsets unreadable, an ACL refusal, the broker
-away) gives ``waiting: None`` with the error text, never an exception to the caller.
+Why it is safe: the reads (the topic's partitions and the group's offsets through an admin
+client, the log start and end offsets through a group-less consumer) run in a background
+task, at most once every ``min_interval`` seconds and only while someone asks for the
+status, each bounded by ``timeout``. ``snapshot()`` never waits for the broker: it returns
+the last value and starts a refresh when that value is stale.
+
+Invariant: any failure (the group's offsets unreadable, an ACL refusal, the broker away)
+gives ``waiting: None`` with the error text, never an exception to the caller.
 """
 
 from __future__ import annotations
