@@ -213,6 +213,7 @@ def build_plan(options: DevOptions, environ: Mapping[str, str]) -> DevPlan:
     urls = {
         "POST requests": f"http://127.0.0.1:{options.ingest_port}/requests",
         "ingest API docs": f"http://127.0.0.1:{options.ingest_port}/docs",
+        "poller status page": f"http://127.0.0.1:{options.poller_port}/",
         "poller status": f"http://127.0.0.1:{options.poller_port}/status",
         "dispatcher health": f"http://127.0.0.1:{options.dispatcher_port}/healthz",
         "kafka bootstrap": bootstrap,

@@ -13,7 +13,11 @@ The wiring of the step modules, plus reading ``batches`` records:
 - ``/status``, ``/healthz``, ``/readyz`` and ``/metrics`` are served on ``POLLER_HTTP_PORT``,
   and ``POST /webhooks/openai`` when ``OPENAI_WEBHOOK_SECRET`` is set (``webhooks.py``: a
   batch's end event makes its owner retrieve it at once); what the published results cost is
-  counted by ``costs.PollerCosts`` (``/status``'s ``costs``).
+  counted by ``costs.PollerCosts`` (``/status``'s ``costs``), the requests waiting to be
+  batched by ``lag.RequestsLag`` (``/status``'s ``requests_waiting``);
+- ``/`` is the status page: ``static/index.html`` with its CSS and JS under ``/static/``,
+  which render ``/status`` and fetch it again every second or two (no build step, nothing
+  loaded from elsewhere).
 """
 
 from __future__ import annotations
@@ -21,12 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 from fastapi import FastAPI, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from batchpipe.services.poller.costs import PollerCosts
+from batchpipe.services.poller.lag import RequestsLag
 from batchpipe.services.poller.poll import Follower, Tracked
 from batchpipe.services.poller.publisher import CrashAfter, PartitionPublisher, group_id
 from batchpipe.services.poller.results import Emission, emissions
@@ -52,6 +60,8 @@ from batchpipe.shared.topics import batch_nudges_spec, poller_state_spec
 log = get_logger(__name__)
 
 SERVICE = "poller"
+STATIC = Path(__file__).with_name("static")
+UNREADABLE_BATCH_RECORD = "unreadable_batch_record"
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -89,6 +99,7 @@ class Poller:
             if settings.openai_webhook_secret is None
             else Webhooks(settings, self.follower.hurry, self.metrics.registry)
         )
+        self.requests_lag = RequestsLag(settings)
         self.stopping = asyncio.Event()
         self.ready = False
         self.assigned = False  # a first partition assignment (possibly empty) went through
@@ -169,6 +180,7 @@ class Poller:
                         self.webhooks.following(batch_id)
                 if dead or skipped:
                     await publisher.commit_skipped(dead)
+                    self.metrics.count_dead_letters(UNREADABLE_BATCH_RECORD, len(dead))
 
     async def _finished(self, tracked: Tracked, outcome: BatchOutcome) -> None:
         publisher = self.publishers.get(tracked.partition)
@@ -221,9 +233,15 @@ class Poller:
         @app.get("/status", summary="In-flight batches and totals")
         async def status() -> Response:
             doc = status_snapshot(self.follower.tracked, self.metrics)
+            doc["requests_waiting"] = self.requests_lag.snapshot()
             doc["costs"] = self.costs.snapshot()
             return json_response(doc)
 
+        @app.get("/", summary="The status page", include_in_schema=False)
+        async def page() -> FileResponse:
+            return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
         return app
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -266,6 +284,7 @@ class Poller:
             for partition in list(self.publishers):
                 await self.publishers.pop(partition).stop()
             await self.providers.close()
+            await self.requests_lag.close()
             log.info("poller.stopped")
 
     async def _partition_count(self, topic: str) -> int:

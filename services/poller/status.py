@@ -6,13 +6,17 @@ totals; ``PollerMetrics`` holds the per-service registry: batches by status (a g
 followed batches plus a counter of finished ones), results by status, retries, input/output
 tokens by model (from each result's ``usage``), results the sizing rule changed (by code:
 ``result_too_large``, ``retry_too_large``), ``batches.retrieve`` calls by outcome and the
-time from a batch finishing at its provider to its last result being committed.
+time from a batch finishing at its provider to its last result being committed, and the dead
+letters this poller wrote, by reason (``unreadable_batch_record``: a ``batches`` record that
+does not decode). ``totals`` also gives results by status and results per second over the
+last ``RATE_WINDOW_SECONDS`` (from the committed chunks this process counted).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter as TallyCounter
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -22,6 +26,8 @@ from prometheus_client.registry import Collector
 
 from batchpipe.services.poller.poll import Tracked
 from batchpipe.services.poller.results import Emission
+
+RATE_WINDOW_SECONDS = 10.0
 
 
 class _FollowedBatches(Collector):
@@ -82,8 +88,31 @@ class PollerMetrics:
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
             registry=reg,
         )
+        self.dead_letters = Counter(
+            "poller_dead_letters",
+            "Dead letters this poller wrote, by reason code.",
+            ["reason"],
+            registry=reg,
+        )
         self.published_total = 0
         self.retried_total = 0
+        self.results_by_status: TallyCounter[str] = TallyCounter()
+        self.dead_letters_by_reason: TallyCounter[str] = TallyCounter()
+        # (monotonic time, results) of each counted chunk within the rate window
+        self._recent: deque[tuple[float, int]] = deque()
+
+    def count_dead_letters(self, reason: str, count: int) -> None:
+        """Count ``count`` dead letters of ``reason`` once they are committed."""
+        if count:
+            self.dead_letters.labels(reason).inc(count)
+            self.dead_letters_by_reason[reason] += count
+
+    def results_per_second(self, now: float | None = None) -> float:
+        """Results published per second over the last ``RATE_WINDOW_SECONDS``."""
+        now = time.monotonic() if now is None else now
+        while self._recent and self._recent[0][0] < now - RATE_WINDOW_SECONDS:
+            self._recent.popleft()
+        return round(sum(n for _, n in self._recent) / RATE_WINDOW_SECONDS, 2)
 
     def count_chunk(self, model: str, chunk: Iterable[Emission]) -> None:
         statuses: TallyCounter[str] = TallyCounter()
@@ -98,9 +127,15 @@ class PollerMetrics:
         if retries:
             self.retries.inc(retries)
             self.retried_total += retries
+        published = 0
         for status, count in statuses.items():
             self.results.labels(status).inc(count)
-            self.published_total += count
+            self.results_by_status[status] += count
+            published += count
+        if published:
+            self.published_total += published
+            self._recent.append((time.monotonic(), published))
+            self.results_per_second()  # prunes the window
         if tokens_in:
             self.tokens.labels(model, "input").inc(tokens_in)
         if tokens_out:
@@ -143,6 +178,9 @@ def status_snapshot(
             "requests_in_flight": requests,
             "by_status": dict(sorted(by_status.items())),
             "results_published": metrics.published_total,
+            "results_by_status": dict(sorted(metrics.results_by_status.items())),
+            "results_per_second": metrics.results_per_second(),
             "retries_published": metrics.retried_total,
+            "dead_letters_by_reason": dict(sorted(metrics.dead_letters_by_reason.items())),
         },
     }

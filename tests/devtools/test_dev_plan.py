@@ -66,6 +66,7 @@ def test_demo_settings_point_every_child_at_the_local_broker_and_emulator(tmp_pa
     assert env["BATCHPIPE_DISPATCHER_DATA_DIR"] == str(tmp_path / "dispatcher" / "data")
     assert plan.urls["ingest API docs"] == "http://127.0.0.1:8000/docs"
     assert plan.urls["poller status"] == "http://127.0.0.1:8001/status"
+    assert plan.urls["poller status page"] == "http://127.0.0.1:8001/"
     assert ports_of(plan) == {
         "kafka": 19092,
         "emulator": 8100,

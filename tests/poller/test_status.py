@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from batchpipe.services.poller.poll import Tracked
 from batchpipe.services.poller.results import Emission
-from batchpipe.services.poller.status import PollerMetrics, status_snapshot
+from batchpipe.services.poller.status import RATE_WINDOW_SECONDS, PollerMetrics, status_snapshot
 
 from .helpers import record
 
@@ -34,7 +36,10 @@ def test_status_snapshot_and_metrics() -> None:
         "requests_in_flight": 10,
         "by_status": {"in_progress": 1, "unknown": 1},
         "results_published": 1,
+        "results_by_status": {"succeeded": 1},
+        "results_per_second": 0.1,
         "retries_published": 1,
+        "dead_letters_by_reason": {},
     }
     first = doc["batches"][0]
     assert first["model"] == "gpt-4o-mini" and first["age_seconds"] == 60.0
@@ -45,3 +50,20 @@ def test_status_snapshot_and_metrics() -> None:
     assert 'poller_batches_in_flight{status="in_progress"} 1.0' in text
     assert 'poller_tokens_total{kind="output",model="gpt-4o-mini"} 7.0' in text
     assert "poller_retries_total 1.0" in text
+
+
+def test_results_per_second_window_and_dead_letters() -> None:
+    metrics = PollerMetrics(list)
+    for _ in range(3):
+        metrics.count_chunk("m", [Emission("result", "x", b"{}", [], "failed")] * 10)
+    assert metrics.results_per_second() == 3.0  # 30 results over the 10 s window
+    assert metrics.results_per_second(now=time.monotonic() + RATE_WINDOW_SECONDS + 1) == 0.0
+    metrics.count_dead_letters("unreadable_batch_record", 2)
+    metrics.count_dead_letters("unreadable_batch_record", 0)
+    doc = status_snapshot({}, metrics)
+    assert doc["totals"]["dead_letters_by_reason"] == {"unreadable_batch_record": 2}
+    assert doc["totals"]["results_by_status"] == {"failed": 30}
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()
+    assert 'poller_dead_letters_total{reason="unreadable_batch_record"} 2.0' in text
