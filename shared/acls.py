@@ -9,7 +9,8 @@ start-up access check (``shared.kafka_access``) cannot disagree.
 - ``dispatcher`` reads ``requests`` in its consumer group (the Faust app id), writes
   ``batches`` and ``dead-letters``, and reads and writes its dispatch ledger.
 - ``poller`` reads ``batches`` in its group, writes ``results`` and ``requests``
-  (resubmissions), reads and writes its state topic and the webhook nudges, and owns the
+  (resubmissions), reads and writes its state topic and the webhook nudges, describes the
+  dispatcher's group (its committed offsets: the status page's waiting requests), and owns the
   transactional ids ``batchpipe-poller.<batches topic>.*``.
 - ``reader`` (results consumers such as ``batchpipe results``) reads ``results`` in groups
   named ``batchpipe-results*``.
@@ -111,6 +112,9 @@ def service_acls(settings: Settings, principal: str) -> list[Acl]:
             *_topic(principal, batch_nudges_topic(s), "Read", "Write"),
             Acl(principal, "group", poller_group(s), "Read"),
             Acl(principal, "group", poller_group(s), "Describe"),
+            # the status page's "requests waiting": the dispatcher group's committed offsets
+            # (OffsetFetch needs Describe on the group; it cannot join or commit with it)
+            Acl(principal, "group", s.dispatcher_group_id, "Describe"),
             Acl(principal, "transactional-id", prefix, "Write", "prefixed"),
             Acl(principal, "transactional-id", prefix, "Describe", "prefixed"),
         ]
